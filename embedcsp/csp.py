@@ -1,0 +1,270 @@
+"""The embedding CSP, solved with OR-Tools CP-SAT.
+
+Variables
+  bind[q][t]   pattern input operand q (inp, wgt) reads operator input tensor t
+  lane[d][r]   operator dim d is fused onto the lanes of pattern dim class r
+               (row = BATCH, col = BLOCK_OUT, red = BLOCK_IN); otherwise d is a
+               translation loop of the instruction
+Constraints (the scalar dataflow, stated per dim)
+  - pattern nodes that differ only along a pattern dim share every operand that
+    lacks that dim, so the operator dims fused onto that pattern dim must not
+    index the tensor bound to such an operand;
+  - distinct accumulator lanes must hold distinct output elements, so dims on
+    row/col lanes must index the output on their own (no p*s+r style mixing);
+  - the instruction covers every operator MAC exactly once, which the mixed
+    radix fusing and translations give by construction.
+Objective (lexicographic, one CP-SAT solve per level)
+  1. padded MACs = prod over lane classes of ceil(fused/lanes)*lanes x loops;
+  2. bytes of the packed operands in DRAM (padding and im2col duplication);
+  3. a fixed order over the remaining ties, so the answer does not depend on
+     the solver's search.
+Always a time limit; one worker and a fixed seed make the result reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from embedcsp.embedding import Embedding, LaneGroup, Loop
+from embedcsp.errors import NoEmbedding, SolverTimeout
+from embedcsp.accelerator import Accelerator
+from embedcsp.operator import Operator
+
+ROLES = ("row", "col", "red")
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    status: str  # "OPTIMAL" or "FEASIBLE"
+    objective: int  # padded MACs of the chosen embedding
+    bound: int  # the solver's proven lower bound on padded MACs
+    seconds: float
+    levels: tuple[tuple[str, str, int, int], ...] = field(default=())  # (name, status, value, bound)
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status, "objective": self.objective, "bound": self.bound,
+            "seconds": round(self.seconds, 4),
+            "levels": [{"name": n, "status": s, "value": v, "bound": b} for n, s, v, b in self.levels],
+        }
+
+
+def _precheck(op: Operator, acc: Accelerator) -> None:
+    """Structural reasons an embedding cannot exist, said in the user's terms."""
+    if len(op.inputs) != 2:
+        raise NoEmbedding(
+            f"{op.kind} has {len(op.inputs)} input tensor(s); the instruction "
+            f"'{acc.pattern.statement()}' multiplies exactly two"
+        )
+    for d in op.dims:
+        users = [t.name for t in op.tensors if d.name in t.dims]
+        if len(users) != 2:
+            raise NoEmbedding(
+                f"operator dim {d.name} is used by {len(users)} tensor(s) ({', '.join(users) or 'none'}); "
+                "the instruction can only map dims that index exactly two of its three operands"
+            )
+
+
+def _output_separable(op: Operator) -> set[str]:
+    """Dims that index the output alone (coefficient 1), so lanes on them stay distinct."""
+    out = set()
+    for index in op.output.access:
+        terms = [(d, c) for d, c in index.terms if c != 0]
+        if len(terms) == 1 and abs(terms[0][1]) == 1:
+            out.add(terms[0][0])
+    return out
+
+
+class _Model:
+    """CP-SAT variables and expressions for one (operator, accelerator) pair."""
+
+    def __init__(self, op: Operator, acc: Accelerator):
+        self.op, self.acc = op, acc
+        m = self.m = cp_model.CpModel()
+        pattern = acc.pattern
+        self.role_dim = {acc.role_of[d]: d for d in pattern.dim_names}
+        self.lanes = {r: pattern.extents[self.role_dim[r]] for r in ROLES}
+        inputs = [t.name for t in op.inputs]
+        # bind[q][t]: a permutation of the two operator inputs onto inp/wgt.
+        self.bind = {q.name: {t: m.new_bool_var(f"bind_{q.name}_{t}") for t in inputs} for q in pattern.inputs}
+        for q in pattern.inputs:
+            m.add_exactly_one(self.bind[q.name].values())
+        for t in inputs:
+            m.add_exactly_one(self.bind[q.name][t] for q in pattern.inputs)
+        # lane[d][r] or loop.
+        self.lane = {d.name: {r: m.new_bool_var(f"lane_{d.name}_{r}") for r in ROLES} for d in op.dims}
+        self.loop = {d.name: m.new_bool_var(f"loop_{d.name}") for d in op.dims}
+        for d in op.dims:
+            m.add_exactly_one([*self.lane[d.name].values(), self.loop[d.name]])
+        self._dataflow()
+        self._costs()
+
+    def tensor_of(self, operand: str) -> dict[str, cp_model.IntVar] | str:
+        return self.op.output.name if operand == self.acc.pattern.output.name else self.bind[operand]
+
+    def _dataflow(self) -> None:
+        m, op, pattern = self.m, self.op, self.acc.pattern
+        separable = _output_separable(op)
+        for d in op.dims:
+            for r in ROLES:
+                pdim = self.role_dim[r]
+                for operand in pattern.operands:
+                    if pdim in operand.dims:
+                        continue
+                    # Nodes differing along pdim share this operand's element.
+                    if operand is pattern.output:
+                        if d.name in op.output.dims:
+                            m.add(self.lane[d.name][r] == 0)
+                        continue
+                    for t, b in self.bind[operand.name].items():
+                        if d.name in op.tensor(t).dims:
+                            m.add_bool_or([self.lane[d.name][r].Not(), b.Not()])
+                if pdim in pattern.output.dims and d.name not in separable:
+                    m.add(self.lane[d.name][r] == 0)
+
+    def _product(self, name: str, factors: list[tuple[cp_model.IntVar, int]]) -> cp_model.IntVar:
+        """prod(ext if flag else 1), as an integer variable."""
+        m = self.m
+        upper = 1
+        terms = []
+        for flag, ext in factors:
+            upper *= ext
+            if ext == 1:
+                continue
+            f = m.new_int_var(1, ext, f"{name}_f{len(terms)}")
+            m.add(f == 1 + (ext - 1) * flag)
+            terms.append(f)
+        if not terms:
+            return m.new_constant(1)
+        if len(terms) == 1:
+            return terms[0]
+        prod = m.new_int_var(1, upper, name)
+        m.add_multiplication_equality(prod, terms)
+        return prod
+
+    def _mul(self, name: str, a: cp_model.IntVar, b: cp_model.IntVar, upper: int) -> cp_model.IntVar:
+        v = self.m.new_int_var(0, upper, name)
+        self.m.add_multiplication_equality(v, [a, b])
+        return v
+
+    def _costs(self) -> None:
+        m, op = self.m, self.op
+        ext = op.extents
+        total = op.macs
+        self.padded: dict[str, cp_model.IntVar] = {}
+        for r in ROLES:
+            fused = self._product(f"fused_{r}", [(self.lane[d][r], ext[d]) for d in ext])
+            lanes = self.lanes[r]
+            chunks = m.new_int_var(1, total, f"chunks_{r}")
+            m.add_division_equality(chunks, fused + (lanes - 1), lanes)
+            padded = m.new_int_var(1, total * lanes, f"padded_{r}")
+            m.add(padded == chunks * lanes)
+            self.padded[r] = padded
+        # Translation loops per matrix axis; which axis a loop dim is on depends on the binding.
+        self.loop_prod: dict[str, cp_model.IntVar] = {}
+        inp_t = self.bind["inp"]
+        out_dims = op.output.dims
+        axis_flags: dict[str, list[tuple[cp_model.IntVar, int]]] = {r: [] for r in ROLES}
+        for d in ext:
+            if d not in out_dims:
+                axis_flags["red"].append((self.loop[d], ext[d]))
+                continue
+            for t, b in inp_t.items():
+                # d is a row loop when it indexes the tensor bound to inp, else a col loop.
+                flag = m.new_bool_var(f"loop_{d}_via_{t}")
+                m.add_multiplication_equality(flag, [self.loop[d], b])
+                role = "row" if d in op.tensor(t).dims else "col"
+                axis_flags[role].append((flag, ext[d]))
+        big = total * max(self.lanes.values()) ** 3
+        for r in ROLES:
+            self.loop_prod[r] = self._product(f"loops_{r}", axis_flags[r])
+        self.axis = {r: self._mul(f"axis_{r}", self.loop_prod[r], self.padded[r], big) for r in ROLES}
+        rc = self._mul("rows_x_cols", self.axis["row"], self.axis["col"], big)
+        self.padded_macs = self._mul("padded_macs", rc, self.axis["red"], big)
+        # Bytes of the packed operands: inp rows x red, wgt cols x red, out rows x cols (int8 each).
+        self.packed_bytes = m.new_int_var(0, 3 * big, "packed_bytes")
+        rr = self._mul("inp_bytes", self.axis["row"], self.axis["red"], big)
+        cr = self._mul("wgt_bytes", self.axis["col"], self.axis["red"], big)
+        m.add(self.packed_bytes == rr + cr + rc)
+        # A total order for the remaining ties: prefer reduction lanes, then col, then row,
+        # on the dims the operator lists first, and inp on the operator's first input.
+        weight = 1
+        terms = []
+        for d in reversed(list(ext)):
+            for r in reversed(ROLES):
+                terms.append(weight * self.lane[d][r])
+                weight *= 2
+        first = op.inputs[0].name
+        terms.append(weight * self.bind["inp"][first].Not())
+        self.tie_break = sum(terms)
+
+    def embedding(self, solver: cp_model.CpSolver) -> Embedding:
+        op, ext = self.op, self.op.extents
+        binding = [(q, next(t for t, b in self.bind[q].items() if solver.value(b))) for q in self.bind]
+        binding.append((self.acc.pattern.output.name, op.output.name))
+        groups = []
+        for r in ROLES:
+            dims = tuple(d for d in ext if solver.value(self.lane[d][r]))
+            groups.append(LaneGroup(r, self.lanes[r], dims, tuple(ext[d] for d in dims)))
+        inp = op.tensor(dict(binding)["inp"])
+        loops = []
+        for d in ext:
+            if not solver.value(self.loop[d]):
+                continue
+            if d not in op.output.dims:
+                role = "red"
+            else:
+                role = "row" if d in inp.dims else "col"
+            loops.append(Loop(d, ext[d], role))
+        return Embedding(op, self.acc, tuple(binding), tuple(groups), tuple(loops))
+
+
+def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0
+                    ) -> tuple[Embedding, SolveReport]:
+    """Find the best embedding of the accelerator's instruction into the operator."""
+    if time_limit <= 0:
+        raise ValueError("time_limit must be positive")
+    _precheck(op, acc)
+    start = time.perf_counter()
+    model = _Model(op, acc)
+    levels: list[tuple[str, str, int, int]] = []
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    statuses = []
+    best = None
+    for name, objective in (("padded_macs", model.padded_macs), ("packed_bytes", model.packed_bytes),
+                            ("tie_break", model.tie_break)):
+        remaining = time_limit - (time.perf_counter() - start)
+        if remaining <= 0.0:
+            break
+        solver.parameters.max_time_in_seconds = remaining
+        model.m.minimize(objective)
+        status = solver.solve(model.m)
+        if status == cp_model.INFEASIBLE and not levels:
+            raise NoEmbedding(
+                f"no way to map '{acc.pattern.statement()}' onto {op.describe()} preserves its dataflow"
+            )
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if not levels:
+                raise SolverTimeout(
+                    f"the solver found no embedding of {op.describe()} within {time_limit:g} s; "
+                    "raise --time-limit"
+                )
+            break  # keep what the earlier levels found
+        value = int(solver.objective_value)
+        bound = int(solver.best_objective_bound)
+        levels.append((name, solver.status_name(status), value, bound))
+        statuses.append(status)
+        best = model.embedding(solver)
+        model.m.add(objective <= value)  # fix this level before optimising the next
+        if status != cp_model.OPTIMAL:
+            break
+    assert best is not None
+    status = "OPTIMAL" if all(s == cp_model.OPTIMAL for s in statuses) and len(levels) == 3 else "FEASIBLE"
+    report = SolveReport(status=status, objective=levels[0][2], bound=levels[0][3],
+                         seconds=time.perf_counter() - start, levels=tuple(levels))
+    return best, report

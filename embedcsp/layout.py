@@ -1,0 +1,62 @@
+"""Memory layouts that follow from an embedding.
+
+The embedding turns the operator into three matrices of hardware elements:
+  inp [rows, red, BATCH, BLOCK_IN]   wgt [cols, red, BLOCK_OUT, BLOCK_IN]
+  acc [rows, cols, BATCH, BLOCK_OUT]
+For every lane of every element, `element_map` gives the flat index of the
+tensor element it holds, or -1 for a zero (padding lane or conv zero padding).
+An input element may appear many times (im2col); an output element once.
+This map is the host-side layout transformation, and also layout.npz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedcsp.embedding import Embedding, axis_coords
+
+AXES = {"inp": ("row", "red"), "wgt": ("col", "red"), "acc": ("row", "col")}
+
+
+def element_map(emb: Embedding, operand: str) -> np.ndarray:
+    """int64 [n0, n1, lanes0, lanes1]: tensor flat index per packed lane, -1 for zero."""
+    a0, a1 = AXES[operand]
+    tensor = emb.operator.tensor(emb.bound[operand])
+    n0, n1 = emb.axis_length(a0), emb.axis_length(a1)
+    l0, l1 = emb.group(a0).lanes, emb.group(a1).lanes
+    c0, v0 = axis_coords(emb, a0, np.arange(n0)[:, None], np.arange(l0)[None, :])
+    c1, v1 = axis_coords(emb, a1, np.arange(n1)[:, None], np.arange(l1)[None, :])
+    coords = {d: v.reshape(n0, 1, l0, 1) for d, v in c0.items()}
+    coords.update({d: v.reshape(1, n1, 1, l1) for d, v in c1.items()})
+    shape = (n0, n1, l0, l1)
+    valid = v0.reshape(n0, 1, l0, 1) & v1.reshape(1, n1, 1, l1)
+    flat = np.zeros(shape, np.int64)
+    stride = 1
+    for index, extent in reversed(list(zip(tensor.access, tensor.shape))):
+        value = np.broadcast_to(np.asarray(index.evaluate(coords), np.int64), shape)
+        valid = valid & (value >= 0) & (value < extent)
+        flat += value * stride
+        stride *= extent
+    return np.where(valid, flat, -1)
+
+
+@dataclass(frozen=True)
+class HostTransform:
+    """What the host does to lay a tensor out for the accelerator."""
+
+    tensor: str
+    logical_bytes: int
+    packed_bytes: int  # bytes written to DRAM, padding included
+    duplication: float  # lanes holding a real element / distinct elements held
+
+    def as_dict(self) -> dict:
+        return {"tensor": self.tensor, "logical_bytes": self.logical_bytes,
+                "packed_bytes": self.packed_bytes, "duplication": round(self.duplication, 4)}
+
+
+def host_transform(tensor: str, size: int, emap: np.ndarray) -> HostTransform:
+    real = emap[emap >= 0]
+    distinct = int(np.count_nonzero(np.bincount(real, minlength=size))) if real.size else 0
+    return HostTransform(tensor, size, int(emap.size), real.size / distinct if distinct else 0.0)

@@ -1,0 +1,147 @@
+"""Plan: tile the embedded operator so every buffer fits, and pick the loop order.
+
+The embedding reduces the operator to a blocked matrix product over three axes
+(rows, cols, red) counted in hardware elements. A plan cuts each axis into
+tiles, orders the tile loops (rows or cols outermost, red innermost so partial
+sums stay in ACC), and gives each scratchpad one or two slots (two lets the
+next tile load while the current one computes). Among all tilings that fit,
+it keeps the one with the fewest estimated cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from embedcsp.accelerator import MEM_ACC, MEM_INP, MEM_UOP, MEM_WGT, MEMOP_STRIDE_BITS, VtaConfig
+from embedcsp.embedding import Embedding
+from embedcsp.errors import NoEmbedding
+from embedcsp.hazard import gemm_hazard
+
+# Estimate constants; the cycle model proper lives with the timing model.
+BUS_BYTES = 8  # pynq's 64-bit AXI
+INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
+ROW_OVERHEAD = 2  # DMA cycles per row of a 2-D transfer
+
+
+@dataclass(frozen=True)
+class Tiling:
+    rows: int  # tile extents in hardware elements
+    cols: int
+    reds: int
+    outer: str  # "row" or "col": which tile loop is outermost
+    inp_slots: int
+    wgt_slots: int
+    acc_slots: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    embedding: Embedding
+    n_rows: int  # matrix extents in hardware elements
+    n_cols: int
+    n_reds: int
+    tiling: Tiling
+    estimated_cycles: int
+    dram_load_bytes: int
+
+    @property
+    def tiles(self) -> tuple[int, int, int]:
+        t = self.tiling
+        return (-(-self.n_rows // t.rows), -(-self.n_cols // t.cols), -(-self.n_reds // t.reds))
+
+
+def _edges(n: int, tile: int) -> set[int]:
+    return {tile if n >= tile else n, n - (-(-n // tile) - 1) * tile}
+
+
+def _hazard_free(n_rows: int, n_cols: int, n_reds: int, tr: int, tc: int, tl: int) -> bool:
+    """Every tile shape the plan will emit keeps the GEMM loop free of ACC hazards."""
+    for r, c, l in product(_edges(n_rows, tr), _edges(n_cols, tc), _edges(n_reds, tl)):
+        if gemm_hazard(np.arange(c), l, r, 0, c):
+            return False
+    return True
+
+
+def _candidates(n: int, cap: int) -> list[int]:
+    """Tile extents worth trying: powers of two and even splits of n, within cap."""
+    if cap < 1:
+        return []
+    out = {min(n, cap)}
+    p = 1
+    while p <= min(n, cap):
+        out.add(p)
+        p *= 2
+    for parts in range(1, 9):
+        t = -(-n // parts)
+        if t <= cap:
+            out.add(t)
+    return sorted(out)
+
+
+def uop_budget(tiling: Tiling) -> int:
+    """Micro-ops of every kernel the code generator may need for this tiling."""
+    gemm = tiling.acc_slots * tiling.inp_slots * tiling.wgt_slots * 4 * tiling.cols
+    return gemm + 2 * tiling.acc_slots
+
+
+def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling) -> tuple[int, int]:
+    """(cycles, DRAM bytes loaded) under a simple overlap model."""
+    nr, nc, nl = -(-n_rows // t.rows), -(-n_cols // t.cols), -(-n_reds // t.reds)
+    inp_total = n_rows * n_reds * cfg.inp_elem_bytes
+    wgt_total = n_cols * n_reds * cfg.wgt_elem_bytes
+    if t.outer == "row":
+        inp_bytes = inp_total * (1 if nl == 1 else nc)
+        wgt_bytes = wgt_total * (1 if nc == 1 and nl == 1 else nr)
+        inp_rows = n_rows * (1 if nl == 1 else nc) * nl
+        wgt_rows = n_cols * nl * (1 if nc == 1 and nl == 1 else nr)
+    else:
+        wgt_bytes = wgt_total * (1 if nl == 1 else nr)
+        inp_bytes = inp_total * (1 if nr == 1 and nl == 1 else nc)
+        wgt_rows = n_cols * (1 if nl == 1 else nr) * nl
+        inp_rows = n_rows * nl * (1 if nr == 1 and nl == 1 else nc)
+    steps = nr * nc * nl
+    compute = n_rows * n_cols * n_reds + nr * nc * (t.rows * t.cols + INSN_OVERHEAD) + steps * INSN_OVERHEAD
+    load = (inp_bytes + wgt_bytes) // BUS_BYTES + (inp_rows + wgt_rows) * ROW_OVERHEAD + steps * INSN_OVERHEAD
+    store = n_rows * n_cols * cfg.out_elem_bytes // BUS_BYTES + n_rows * ROW_OVERHEAD * nc
+    overlapped = t.inp_slots > 1 and t.wgt_slots > 1
+    if overlapped:
+        cycles = max(compute, load, store if t.acc_slots > 1 else 0) + (0 if t.acc_slots > 1 else store)
+    else:
+        cycles = compute + load + store
+    return int(cycles), int(inp_bytes + wgt_bytes)
+
+
+def make_plan(emb: Embedding, double_buffer: bool = True) -> Plan:
+    """The fastest tiling (by the estimate) that fits every buffer."""
+    cfg = emb.accelerator.vta
+    n_rows, n_cols, n_reds = (emb.axis_length(r) for r in ("row", "col", "red"))
+    limit = (1 << MEMOP_STRIDE_BITS) - 1
+    for name, n in (("reduction", n_reds), ("output", n_cols)):
+        if n > limit:
+            raise NoEmbedding(
+                f"the {name} axis has {n} hardware elements, more than a LOAD/STORE row pitch "
+                f"can skip ({limit}); this operator is too large for one VTA program"
+            )
+    d_inp, d_wgt, d_acc, d_uop = (cfg.depth(m) for m in (MEM_INP, MEM_WGT, MEM_ACC, MEM_UOP))
+    best: tuple | None = None
+    slot_options = (2, 1) if double_buffer else (1,)
+    for slots in slot_options:
+        for tl in _candidates(n_reds, d_wgt // slots):
+            for tc in _candidates(n_cols, d_wgt // (slots * tl)):
+                for tr in _candidates(n_rows, min(d_inp // (slots * tl), d_acc // (slots * tc))):
+                    for outer in ("row", "col"):
+                        t = Tiling(tr, tc, tl, outer, slots, slots, slots)
+                        if uop_budget(t) > d_uop:
+                            continue
+                        cycles, load = estimate(cfg, n_rows, n_cols, n_reds, t)
+                        key = (cycles, load, -tr * tc * tl, outer)
+                        if best is None or key < best[0]:
+                            if _hazard_free(n_rows, n_cols, n_reds, tr, tc, tl):
+                                best = (key, t)
+    if best is None:
+        raise NoEmbedding("no tiling fits this VTA's buffers; the configuration is too small")
+    (cycles, load, _, _), tiling = best
+    return Plan(emb, n_rows, n_cols, n_reds, tiling, cycles, load)

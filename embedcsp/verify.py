@@ -1,0 +1,57 @@
+"""Run a compiled program in the functional model and compare it with numpy, bit for bit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedcsp.codegen import Program, dram_image, layout_arrays
+from embedcsp.operator import Operator
+from embedcsp.pattern import Pattern
+from embedcsp.reference import Epilogue, random_inputs, reference_output
+from embedcsp.sim.functional import Counters, run
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int  # output elements compared
+    mismatches: int
+    first_mismatch: str | None
+    counters: Counters
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "checked": self.checked, "mismatches": self.mismatches,
+                "first_mismatch": self.first_mismatch, "counters": self.counters.as_dict(),
+                "seconds": round(self.seconds, 3)}
+
+
+def compare(op: Operator, got: np.ndarray, want: np.ndarray, counters: Counters, seconds: float) -> Verification:
+    bad = got != want
+    first = None
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        first = f"{op.output.name}{list(where)} = {int(got[where])}, expected {int(want[where])}"
+    return Verification(not bad.any(), int(want.size), int(bad.sum()), first, counters, seconds)
+
+
+def execute_image(insns, dram: np.ndarray, cfg, pattern: Pattern, out_dram: np.ndarray
+                  ) -> tuple[np.ndarray, Counters]:
+    """Run, then read the output tensor back through its DRAM map."""
+    final, counters = run(list(insns), dram, cfg, pattern)
+    return final[out_dram].view(np.int8), counters
+
+
+def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
+                   seed: int = 0) -> Verification:
+    start = time.perf_counter()
+    inputs = random_inputs(op, seed)
+    dram = dram_image(program, inputs)
+    shapes = {t.name: t.shape for t in op.tensors}
+    out_dram = layout_arrays(program, shapes)[f"{op.output.name}_dram"]
+    got, counters = execute_image(program.insns, dram, program.config, pattern, out_dram)
+    want = reference_output(op, inputs, epilogue)
+    return compare(op, got, want, counters, time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""Accelerator descriptions shipped with embedcsp (installed as `embedcsp.isa`)."""
