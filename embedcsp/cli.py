@@ -1,0 +1,211 @@
+"""The `embedcsp` command line.
+
+Exit codes
+  0  the program was verified bit-exact (or the command succeeded)
+  1  verification failed, or an internal error
+  2  bad input: shapes, names, files, options
+  3  the instruction cannot be embedded into the operator
+  4  the solver hit its time limit before finding any embedding
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedcsp import deepbench
+from embedcsp.accelerator import load_accelerator
+from embedcsp.bundle import read_bundle, run_bundle, write_bundle
+from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
+from embedcsp.operator import Operator, conv2d, gemm
+from embedcsp.pipeline import Options
+from embedcsp.reference import Epilogue
+from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Program deep learning accelerators by constraint solving (CP-SAT), "
+                       "with every program verified bit-exact in a functional model.")
+solve_app = typer.Typer(no_args_is_help=True, help="Solve one operator into verified VTA code.")
+deepbench_app = typer.Typer(no_args_is_help=True, help="The Baidu DeepBench inference operators.")
+app.add_typer(solve_app, name="solve")
+app.add_typer(deepbench_app, name="deepbench")
+
+
+class EpilogueKind(str, Enum):
+    wrap = "wrap"
+    requant = "requant"
+
+
+class Suite(str, Enum):
+    gemm = "gemm"
+    conv = "conv"
+    all = "all"
+
+
+# Options shared by every `solve` command.
+IsaOpt = typer.Option(None, "--isa", help="Accelerator TOML file (default: the shipped VTA).")
+OutOpt = typer.Option(None, "--out", help="Write the program bundle to this directory.")
+TimeOpt = typer.Option(10.0, "--time-limit", help="Solver time limit in seconds.")
+SeedOpt = typer.Option(0, "--seed", help="Solver seed and random-input seed.")
+EpiOpt = typer.Option(EpilogueKind.wrap, "--epilogue", help="wrap: low 8 bits; requant: clip(sum >> shift).")
+ShiftOpt = typer.Option(8, "--shift", help="Right shift of the requant epilogue (0..31).")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def _fail(exc: EmbedcspError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: float, seed: int,
+           epilogue: EpilogueKind, shift: int, as_json: bool) -> None:
+    try:
+        if time_limit <= 0:
+            raise BadInput(f"--time-limit must be positive, got {time_limit}")
+        if not 0 <= shift <= 31:
+            raise BadInput(f"--shift must be within 0..31 (an int32 shift), got {shift}")
+        if out is not None and out.exists() and not out.is_dir():
+            raise BadInput(f"--out {str(out)!r} exists and is not a directory")
+        op: Operator = op_factory()
+        acc = load_accelerator(isa)
+        options = Options(time_limit=time_limit, seed=seed,
+                          epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
+        outcome = solve_and_verify(op, acc, options, seed)
+        if out is not None:
+            write_bundle(out, outcome.compiled, outcome.inputs, seed, outcome.verification, outcome.transforms)
+    except EmbedcspError as exc:
+        _fail(exc)
+    if as_json:
+        doc = outcome_dict(outcome)
+        if out is not None:
+            doc["bundle"] = str(out)
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        for line in outcome_text(outcome):
+            typer.echo(line)
+        if out is not None:
+            typer.echo(f"bundle     {out}/ (manifest.json, program.bin, dram.bin, layout.npz)")
+    raise typer.Exit(0 if outcome.verification.ok else EXIT_FAILED)
+
+
+@solve_app.command("gemm")
+def solve_gemm(
+    m: int = typer.Option(..., "--m", help="Rows of A and C (DeepBench M)."),
+    n: int = typer.Option(..., "--n", help="Columns of B and C (DeepBench N)."),
+    k: int = typer.Option(..., "--k", help="The reduction (DeepBench K)."),
+    isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
+    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+) -> None:
+    """C[M,N] = A[M,K] @ B[K,N], int8 x int8 summed in int32."""
+    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, as_json)
+
+
+@solve_app.command("conv2d")
+def solve_conv2d(
+    n: int = typer.Option(..., "--n", help="Batch."),
+    c: int = typer.Option(..., "--c", help="Input channels."),
+    h: int = typer.Option(..., "--h", help="Input height."),
+    w: int = typer.Option(..., "--w", help="Input width."),
+    k: int = typer.Option(..., "--k", help="Output channels."),
+    r: int = typer.Option(..., "--r", help="Filter height."),
+    s: int = typer.Option(..., "--s", help="Filter width."),
+    pad: Optional[int] = typer.Option(None, "--pad", help="Padding on both axes."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Stride on both axes."),
+    pad_h: Optional[int] = typer.Option(None, "--pad-h"), pad_w: Optional[int] = typer.Option(None, "--pad-w"),
+    stride_h: Optional[int] = typer.Option(None, "--stride-h"),
+    stride_w: Optional[int] = typer.Option(None, "--stride-w"),
+    isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
+    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+) -> None:
+    """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
+    def make() -> Operator:
+        ph, pw = _pick("pad", pad, pad_h, pad_w, 0)
+        sh, sw = _pick("stride", stride, stride_h, stride_w, 1)
+        return conv2d(n, c, h, w, k, r, s, ph, pw, sh, sw)
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, as_json)
+
+
+def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], default: int) -> tuple[int, int]:
+    if both is not None and (h is not None or w is not None):
+        raise BadInput(f"give either --{name} or --{name}-h/--{name}-w, not both")
+    if both is not None:
+        return both, both
+    return (default if h is None else h), (default if w is None else w)
+
+
+@solve_app.command("deepbench")
+def solve_deepbench(
+    name: str = typer.Argument(..., help="gemm-server-N, gemm-device-N, conv-server-N or conv-device-N."),
+    isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
+    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Solve a DeepBench inference operator by name (see `embedcsp deepbench list`)."""
+    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, as_json)
+
+
+def deepbench_operator(name: str) -> Operator:
+    p = deepbench.lookup(name)
+    if isinstance(p, deepbench.GemmProblem):
+        return gemm(p.m, p.n, p.k)
+    return conv2d(p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.pad_h, p.pad_w, p.stride_h, p.stride_w)
+
+
+@deepbench_app.command("list")
+def deepbench_list(suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all.")) -> None:
+    """List the DeepBench inference operators with their shapes."""
+    if suite in (Suite.gemm, Suite.all):
+        for p in deepbench.gemm_problems():
+            typer.echo(f"{p.name:16s} M={p.m} N={p.n} K={p.k}")
+    if suite in (Suite.conv, Suite.all):
+        for p in deepbench.conv_problems():
+            dup = f"  (duplicate of {p.suite} {p.dup_of})" if p.dup_of else ""
+            typer.echo(f"{p.name:16s} N={p.n} C={p.c} H={p.h} W={p.w} K={p.k} R={p.r} S={p.s} "
+                       f"pad={p.pad_h},{p.pad_w} stride={p.stride_h},{p.stride_w}{dup}")
+
+
+@app.command("run")
+def run_cmd(
+    bundle: Path = typer.Argument(..., help="A bundle directory written by `solve --out`."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the fresh random inputs."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Re-execute a bundle with fresh random inputs and check it against numpy."""
+    try:
+        b = read_bundle(bundle)
+        v = run_bundle(b, seed)
+    except EmbedcspError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps({"bundle": str(bundle), "seed": seed, **v.as_dict()}, indent=2))
+    elif v.ok:
+        typer.echo(f"verified   {b.operator.describe()}: {v.checked} outputs bit-exact "
+                   f"({len(b.insns)} instructions, {v.counters.gemm_uops} GEMM micro-ops, seed {seed}, "
+                   f"{v.seconds:.2f} s)")
+    else:
+        typer.echo(f"FAILED     {v.mismatches} of {v.checked} outputs differ; first: {v.first_mismatch}")
+    raise typer.Exit(0 if v.ok else EXIT_FAILED)
+
+
+def main() -> None:
+    try:
+        app()
+    except EmbedcspError as exc:  # raised outside a command body
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception:  # a bug: say so, keep the trace for the report
+        typer.echo("internal error (please report it with the trace below):", err=True)
+        traceback.print_exc()
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

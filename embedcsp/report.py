@@ -1,0 +1,105 @@
+"""Solve, verify and describe one operator: shared by the CLI and the DeepBench script."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedcsp.accelerator import Accelerator
+from embedcsp.layout import HostTransform, host_transform
+from embedcsp.operator import Operator
+from embedcsp.pipeline import Compiled, Options, compile_operator
+from embedcsp.reference import random_inputs
+from embedcsp.verify import Verification, verify_program
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    compiled: Compiled
+    verification: Verification
+    transforms: list[HostTransform]
+    inputs: dict[str, np.ndarray]
+    seed: int
+
+
+def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0) -> Outcome:
+    """Compile, then execute in the functional model on random inputs and compare bit for bit."""
+    compiled = compile_operator(op, acc, options)
+    program = compiled.program
+    inputs = random_inputs(op, seed)
+    verification = verify_program(op, program, acc.pattern, options.epilogue, inputs)
+    transforms = [
+        host_transform(program.tensors[name], op.tensor(program.tensors[name]).size,
+                       program.element_maps[name])
+        for name in ("inp", "wgt")
+    ]
+    return Outcome(compiled, verification, transforms, inputs, seed)
+
+
+def outcome_dict(o: Outcome) -> dict:
+    c = o.compiled
+    counters = o.verification.counters
+    return {
+        "operator": {"kind": c.operator.kind, **c.operator.param_dict},
+        "accelerator": c.accelerator.name,
+        "solver": c.report.as_dict(),
+        "embedding": c.embedding.summary(),
+        "embedding_text": c.embedding.describe(),
+        "padding_efficiency": c.embedding.efficiency,
+        "useful_macs": c.operator.macs,
+        "issued_macs": c.embedding.padded_macs,
+        "plan": {"tile": [c.plan.tiling.rows, c.plan.tiling.cols, c.plan.tiling.reds],
+                 "outer": c.plan.tiling.outer, "estimated_cycles": c.plan.estimated_cycles},
+        "instructions": c.program.insn_counts(),
+        "insn_count": len(c.program.insns),
+        "micro_ops_in_buffer": int(c.program.uops.size),
+        "gemm_micro_ops": counters.gemm_uops,
+        "dram_load_bytes": counters.load_bytes,
+        "dram_store_bytes": counters.store_bytes,
+        "host_transform": [t.as_dict() for t in o.transforms],
+        "verification": o.verification.as_dict(),
+        "seconds": {k: round(v, 4) for k, v in c.seconds.items()},
+    }
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def outcome_text(o: Outcome) -> list[str]:
+    c = o.compiled
+    r, v = c.report, o.verification
+    t = c.plan.tiling
+    counts = c.program.insn_counts()
+    loads = v.counters.load_bytes
+    lines = [
+        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.vta.bitstream_tag()})",
+        f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",
+        "embedding",
+        *(f"  {line}" for line in c.embedding.describe()),
+        f"padding    efficiency {c.embedding.efficiency:.4f} "
+        f"(useful {c.operator.macs} / issued {c.embedding.padded_macs} MACs)",
+        f"plan       {c.plan.n_rows}x{c.plan.n_cols}x{c.plan.n_reds} elements in tiles of "
+        f"{t.rows}x{t.cols}x{t.reds}, {t.outer}s outermost, "
+        f"{'double' if t.inp_slots > 1 else 'single'}-buffered",
+        f"program    {len(c.program.insns)} instructions ("
+        + ", ".join(f"{k} {n}" for k, n in counts.items()) + f"), {c.program.uops.size} micro-ops in UOP",
+        f"execution  {v.counters.gemm_uops} GEMM micro-ops, {v.counters.alu_uops} ALU micro-ops",
+        f"DRAM       loaded {_bytes(sum(loads.values()))} (inp {_bytes(loads['INP'])}, "
+        f"wgt {_bytes(loads['WGT'])}, uop {_bytes(loads['UOP'])}), stored {_bytes(v.counters.store_bytes)}",
+        "host       " + "; ".join(
+            f"{h.tensor}: {_bytes(h.logical_bytes)} -> {_bytes(h.packed_bytes)} packed"
+            + (f", duplication x{h.duplication:.2f}" if h.duplication > 1.0001 else "")
+            for h in o.transforms),
+    ]
+    if v.ok:
+        lines.append(f"verified   {v.checked} outputs bit-exact against numpy "
+                     f"(functional model, seed {o.seed}, {v.seconds:.2f} s)")
+    else:
+        lines.append(f"FAILED     {v.mismatches} of {v.checked} outputs differ; first: {v.first_mismatch}")
+    return lines
