@@ -249,14 +249,16 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
                 f"no way to map '{acc.pattern.statement()}' onto {op.describe()} preserves its dataflow"
             )
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if status != cp_model.UNKNOWN:  # a fixed level cannot make the model infeasible
+                raise RuntimeError(f"CP-SAT answered {solver.status_name(status)} at level {name}")
             if not levels:
                 raise SolverTimeout(
                     f"the solver found no embedding of {op.describe()} within {time_limit:g} s; "
                     "raise --time-limit"
                 )
-            break  # keep what the earlier levels found
-        value = int(solver.objective_value)
-        bound = int(solver.best_objective_bound)
+            break  # out of time: keep what the earlier levels found
+        value = int(solver.value(objective))  # exact, unlike the float objective_value
+        bound = round(solver.best_objective_bound)
         levels.append((name, solver.status_name(status), value, bound))
         statuses.append(status)
         best = model.embedding(solver)

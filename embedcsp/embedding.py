@@ -117,7 +117,7 @@ class Embedding:
                 f"{g.fused / g.padded:.1%} of lanes busy"
             )
         for role, what in (("row", "rows"), ("col", "output blocks"), ("red", "reduction blocks")):
-            loops = self.loops_of(role)
+            loops = [lp for lp in self.loops_of(role) if lp.extent > 1]  # extent 1 is no loop
             if loops:
                 dims = ", ".join(f"{lp.dim}[{lp.extent}]" for lp in loops)
                 lines.append(f"{what} iterate over {dims}")
