@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from embedcsp.embedding import Embedding, LaneGroup, Loop
-from embedcsp.errors import NoEmbedding, SolverTimeout
+from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.accelerator import Accelerator
 from embedcsp.operator import Operator
 
 ROLES = ("row", "col", "red")
+CP_SAT_MAX = 2**62  # CP-SAT integer domains are int64
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,10 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
     _precheck(op, acc)
+    lanes = acc.pattern.macs
+    if op.macs * lanes**2 > CP_SAT_MAX:
+        raise BadInput(f"{op.describe()} is too large for the solver's 64-bit cost model "
+                       f"({op.macs:.3g} MACs)")
     start = time.perf_counter()
     model = _Model(op, acc)
     levels: list[tuple[str, str, int, int]] = []

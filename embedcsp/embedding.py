@@ -208,3 +208,11 @@ def axis_coords(emb: Embedding, role: str, index: np.ndarray, lane: np.ndarray
     coords = {d: np.broadcast_to(v, shape) for d, v in coords.items()}
     coords.update({d: np.broadcast_to(v, shape) for d, v in lane_coords.items()})
     return coords, np.broadcast_to(valid, shape)
+
+
+def sample_instances(emb: Embedding, seed: int, count: int = 32) -> np.ndarray:
+    """The first and last instruction instance plus random ones, as (row, col, red) rows."""
+    axes = np.array([emb.axis_length(r) for r in ("row", "col", "red")])
+    rng = np.random.default_rng(seed)
+    picks = [np.zeros(3, np.int64), axes - 1, *(rng.integers(0, axes) for _ in range(count))]
+    return np.stack(picks)

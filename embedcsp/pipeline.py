@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from embedcsp.accelerator import Accelerator
 from embedcsp.codegen import Program, generate
 from embedcsp.csp import SolveReport, solve_embedding
-from embedcsp.embedding import Embedding
+from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.operator import Operator
-from embedcsp.plan import Plan, make_plan
+from embedcsp.errors import BadInput
+from embedcsp.plan import MAX_DRAM_BYTES, Plan, make_plan
 from embedcsp.reference import Epilogue
 
 
@@ -41,9 +42,14 @@ class Compiled:
 
 
 def compile_operator(op: Operator, acc: Accelerator, options: Options = Options()) -> Compiled:
+    logical = sum(t.size for t in op.tensors)
+    if logical > MAX_DRAM_BYTES:
+        raise BadInput(f"{op.describe()} has {logical / 2**30:.1f} GiB of tensors; embedcsp builds "
+                       f"and checks DRAM images up to {MAX_DRAM_BYTES >> 30} GiB")
     seconds = {}
     t0 = time.perf_counter()
     embedding, report = solve_embedding(op, acc, options.time_limit, options.seed)
+    check_scalar(embedding, sample_instances(embedding, options.seed))
     t1 = time.perf_counter()
     plan = make_plan(embedding, options.double_buffer)
     t2 = time.perf_counter()

@@ -17,13 +17,15 @@ import numpy as np
 
 from embedcsp.accelerator import MEM_ACC, MEM_INP, MEM_UOP, MEM_WGT, MEMOP_STRIDE_BITS, VtaConfig
 from embedcsp.embedding import Embedding
-from embedcsp.errors import NoEmbedding
+from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.hazard import gemm_hazard
 
 # Estimate constants; the cycle model proper lives with the timing model.
 BUS_BYTES = 8  # pynq's 64-bit AXI
 INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
 ROW_OVERHEAD = 2  # DMA cycles per row of a 2-D transfer
+# The functional model holds the image and an int64 map per packed byte in memory.
+MAX_DRAM_BYTES = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,13 @@ def make_plan(emb: Embedding, double_buffer: bool = True) -> Plan:
     """The fastest tiling (by the estimate) that fits every buffer."""
     cfg = emb.accelerator.vta
     n_rows, n_cols, n_reds = (emb.axis_length(r) for r in ("row", "col", "red"))
+    image = (n_rows * n_reds * cfg.inp_elem_bytes + n_cols * n_reds * cfg.wgt_elem_bytes
+             + n_rows * n_cols * cfg.out_elem_bytes)
+    if image > MAX_DRAM_BYTES:
+        raise BadInput(
+            f"{emb.operator.describe()} needs a {image / 2**30:.1f} GiB DRAM image in accelerator "
+            f"layout; embedcsp builds and checks images up to {MAX_DRAM_BYTES >> 30} GiB"
+        )
     limit = (1 << MEMOP_STRIDE_BITS) - 1
     for name, n in (("reduction", n_reds), ("output", n_cols)):
         if n > limit:
