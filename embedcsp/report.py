@@ -11,6 +11,7 @@ from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import Operator
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.reference import random_inputs
+from embedcsp.sim.timing import BOARDS, Board, Roofline, Timing, roofline, simulate
 from embedcsp.verify import Verification, verify_program
 
 
@@ -21,10 +22,13 @@ class Outcome:
     transforms: list[HostTransform]
     inputs: dict[str, np.ndarray]
     seed: int
+    timing: Timing
+    roofline: Roofline
 
 
-def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0) -> Outcome:
-    """Compile, then execute in the functional model on random inputs and compare bit for bit."""
+def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
+                     board: Board | None = None) -> Outcome:
+    """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
     compiled = compile_operator(op, acc, options)
     program = compiled.program
     inputs = random_inputs(op, seed)
@@ -34,7 +38,10 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
                        program.element_maps[name])
         for name in ("inp", "wgt")
     ]
-    return Outcome(compiled, verification, transforms, inputs, seed)
+    board = board or BOARDS["pynq"]
+    timing = simulate(list(program.insns), acc.vta, board)
+    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.vta, board)
+    return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
 def outcome_dict(o: Outcome) -> dict:
@@ -58,6 +65,10 @@ def outcome_dict(o: Outcome) -> dict:
         "dram_load_bytes": counters.load_bytes,
         "dram_store_bytes": counters.store_bytes,
         "host_transform": [t.as_dict() for t in o.transforms],
+        "timing": o.timing.as_dict(),
+        "roofline": {"cycles": o.roofline.cycles, "compute_cycles": o.roofline.compute_cycles,
+                     "memory_cycles": o.roofline.memory_cycles,
+                     "efficiency": round(o.roofline.efficiency(o.timing.cycles), 6)},
         "verification": o.verification.as_dict(),
         "seconds": {k: round(v, 4) for k, v in c.seconds.items()},
     }
@@ -97,6 +108,11 @@ def outcome_text(o: Outcome) -> list[str]:
             + (f", duplication x{h.duplication:.2f}" if h.duplication > 1.0001 else "")
             for h in o.transforms),
     ]
+    tm, rf = o.timing, o.roofline
+    lines.append(f"timing     {tm.cycles} cycles on {tm.board} ({tm.seconds * 1e3:.3f} ms), GEMM core busy "
+                 f"{tm.gemm_cycles / tm.cycles:.1%}; roofline {rf.cycles} cycles "
+                 f"({'compute' if rf.compute_cycles >= rf.memory_cycles else 'memory'}-bound), "
+                 f"efficiency {rf.efficiency(tm.cycles):.3f}")
     if v.ok:
         lines.append(f"verified   {v.checked} outputs bit-exact against numpy "
                      f"(functional model, seed {o.seed}, {v.seconds:.2f} s)")

@@ -5,7 +5,8 @@
 
 Columns: name, shape, solver status, solve seconds, padding efficiency, GEMM
 micro-ops, DRAM bytes moved by the program, instructions, host-side transform
-bytes and duplication, verified. A summary (medians, slowest) goes to stderr
+bytes and duplication, modelled cycles on pynq with the roofline bound and
+efficiency, verified. A summary (medians, slowest) goes to stderr
 and to a JSON file beside the CSV. Duplicate conv rows are solved once.
 """
 
@@ -34,7 +35,7 @@ COLUMNS = [
     "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride",
     "status", "objective", "bound", "solve_s", "padding_efficiency", "embedding", "gemm_uops",
     "dram_load_bytes", "dram_store_bytes", "instructions", "host_packed_bytes", "duplication",
-    "verified", "verify_s", "error",
+    "cycles", "roofline_cycles", "roofline_efficiency", "verified", "verify_s", "error",
 ]
 
 
@@ -63,6 +64,8 @@ def evaluate(name: str, isa: str | None, time_limit: float, seed: int) -> dict:
         instructions=len(c.program.insns),
         host_packed_bytes=sum(t.packed_bytes for t in o.transforms),
         duplication=round(max(t.duplication for t in o.transforms), 4),
+        cycles=o.timing.cycles, roofline_cycles=o.roofline.cycles,
+        roofline_efficiency=round(o.roofline.efficiency(o.timing.cycles), 4),
         verified=v.ok, verify_s=round(v.seconds, 3), error=v.first_mismatch or "",
     )
     return row
@@ -94,6 +97,8 @@ def summarize(rows: list[dict], wall: float) -> dict:
         "max_verify_s": slowest_verify["verify_s"] if slowest_verify else None,
         "median_padding_efficiency": statistics.median(r["padding_efficiency"] for r in ok) if ok else None,
         "min_padding_efficiency": min((r["padding_efficiency"] for r in ok), default=None),
+        "geomean_roofline_efficiency": (
+            statistics.geometric_mean(r["roofline_efficiency"] for r in ok) if ok else None),
         "wall_s": round(wall, 1),
     }
 
