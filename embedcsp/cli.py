@@ -43,6 +43,11 @@ class EpilogueKind(str, Enum):
     requant = "requant"
 
 
+class Strategy(str, Enum):
+    csp = "csp"
+    reference = "reference"
+
+
 class Suite(str, Enum):
     gemm = "gemm"
     conv = "conv"
@@ -57,6 +62,8 @@ SeedOpt = typer.Option(0, "--seed", help="Solver seed and random-input seed.")
 EpiOpt = typer.Option(EpilogueKind.wrap, "--epilogue", help="wrap: low 8 bits; requant: clip(sum >> shift).")
 ShiftOpt = typer.Option(8, "--shift", help="Right shift of the requant epilogue (0..31).")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
+StrategyOpt = typer.Option(Strategy.csp, "--strategy",
+                           help="csp: the solver chooses; reference: VTA's fixed TVM layout (gemm only).")
 BoardOpt = typer.Option("pynq", "--board", help="Board of the cycle model: pynq (64-bit bus, 100 MHz) or ultra96.")
 
 
@@ -66,7 +73,8 @@ def _fail(exc: EmbedcspError) -> None:
 
 
 def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: float, seed: int,
-           epilogue: EpilogueKind, shift: int, as_json: bool, board_name: str) -> None:
+           epilogue: EpilogueKind, shift: int, as_json: bool, board_name: str,
+           strategy: Strategy) -> None:
     try:
         if time_limit <= 0:
             raise BadInput(f"--time-limit must be positive, got {time_limit}")
@@ -76,7 +84,7 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
             raise BadInput(f"--out {str(out)!r} exists and is not a directory")
         op: Operator = op_factory()
         acc = load_accelerator(isa)
-        options = Options(time_limit=time_limit, seed=seed,
+        options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value,
                           epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
         outcome = solve_and_verify(op, acc, options, seed, board(board_name))
         if out is not None:
@@ -103,10 +111,10 @@ def solve_gemm(
     k: int = typer.Option(..., "--k", help="The reduction (DeepBench K)."),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt,
+    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """C[M,N] = A[M,K] @ B[K,N], int8 x int8 summed in int32."""
-    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, as_json, board_name)
+    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
 
 
 @solve_app.command("conv2d")
@@ -125,14 +133,14 @@ def solve_conv2d(
     stride_w: Optional[int] = typer.Option(None, "--stride-w"),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt,
+    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
     def make() -> Operator:
         ph, pw = _pick("pad", pad, pad_h, pad_w, 0)
         sh, sw = _pick("stride", stride, stride_h, stride_w, 1)
         return conv2d(n, c, h, w, k, r, s, ph, pw, sh, sw)
-    _solve(make, isa, out, time_limit, seed, epilogue, shift, as_json, board_name)
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
 
 
 def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], default: int) -> tuple[int, int]:
@@ -148,10 +156,10 @@ def solve_deepbench(
     name: str = typer.Argument(..., help="gemm-server-N, gemm-device-N, conv-server-N or conv-device-N."),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt,
+    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """Solve a DeepBench inference operator by name (see `embedcsp deepbench list`)."""
-    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, as_json, board_name)
+    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
 
 
 def deepbench_operator(name: str) -> Operator:

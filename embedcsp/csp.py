@@ -103,6 +103,12 @@ class _Model:
         self._dataflow()
         self._costs()
 
+    def pin(self, pins: Pins) -> None:
+        for operand, tensor in pins.binding:
+            self.m.add(self.bind[operand][tensor] == 1)
+        for dim, role in pins.roles:
+            self.m.add((self.loop[dim] if role == "loop" else self.lane[dim][role]) == 1)
+
     def tensor_of(self, operand: str) -> dict[str, cp_model.IntVar] | str:
         return self.op.output.name if operand == self.acc.pattern.output.name else self.bind[operand]
 
@@ -223,8 +229,26 @@ class _Model:
         return Embedding(op, self.acc, tuple(binding), tuple(groups), tuple(loops))
 
 
-def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0
-                    ) -> tuple[Embedding, SolveReport]:
+@dataclass(frozen=True)
+class Pins:
+    """Choices fixed before solving: operand binding and dim -> lane role ('row', 'col', 'red', 'loop')."""
+
+    binding: tuple[tuple[str, str], ...] = ()
+    roles: tuple[tuple[str, str], ...] = ()
+
+
+def reference_pins(op: Operator) -> Pins:
+    """VTA's fixed TVM strategy (vta.md 4.3): rows = N, BLOCK_OUT = M, BLOCK_IN = K."""
+    if op.kind != "gemm":
+        raise BadInput(
+            "the reference strategy exists for gemm only: VTA's conv2d reference (NCHW16c, one GEMM "
+            "per filter tap) needs the tap-form code generator, which is not written yet"
+        )
+    return Pins(binding=(("inp", "B"), ("wgt", "A")), roles=(("n", "row"), ("m", "col"), ("k", "red")))
+
+
+def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0,
+                    pins: Pins = Pins()) -> tuple[Embedding, SolveReport]:
     """Find the best embedding of the accelerator's instruction into the operator."""
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
@@ -235,6 +259,7 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
                        f"({op.macs:.3g} MACs)")
     start = time.perf_counter()
     model = _Model(op, acc)
+    model.pin(pins)
     levels: list[tuple[str, str, int, int]] = []
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.codegen import Program, generate
-from embedcsp.csp import SolveReport, solve_embedding
+from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.operator import Operator
 from embedcsp.errors import BadInput
@@ -27,6 +27,7 @@ class Options:
     seed: int = 0
     epilogue: Epilogue = Epilogue()
     double_buffer: bool = True
+    strategy: str = "csp"  # "csp": the solver chooses; "reference": VTA's fixed TVM mapping
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +49,8 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
                        f"and checks DRAM images up to {MAX_DRAM_BYTES >> 30} GiB")
     seconds = {}
     t0 = time.perf_counter()
-    embedding, report = solve_embedding(op, acc, options.time_limit, options.seed)
+    pins = reference_pins(op) if options.strategy == "reference" else Pins()
+    embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
     check_scalar(embedding, sample_instances(embedding, options.seed))
     t1 = time.perf_counter()
     plan = make_plan(embedding, options.double_buffer)
