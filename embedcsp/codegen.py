@@ -269,12 +269,24 @@ def dram_image(program: Program, inputs: dict[str, np.ndarray]) -> np.ndarray:
     uop = program.regions["uop"]
     dram[uop.offset:uop.offset + uop.size] = program.uops.view(np.uint8)
     for name in ("inp", "wgt"):
-        emap = program.element_maps[name].reshape(-1)
-        values = inputs[program.tensors[name]].reshape(-1)
-        packed = np.where(emap >= 0, values[np.maximum(emap, 0)], 0).astype(np.int8)
+        emap = program.element_maps[name]
+        values = inputs[program.tensors[name]].reshape(-1).view(np.uint8)
         region = program.regions[name]
-        dram[region.offset:region.offset + region.size] = packed.view(np.uint8)
+        packed = dram[region.offset:region.offset + region.size].reshape(len(emap), -1)
+        for row, part in enumerate(emap.reshape(len(emap), -1)):  # slabs keep memory flat
+            held = part >= 0
+            packed[row, held] = values[part[held]]
     return dram
+
+
+def output_dram(program: Program, shape: tuple[int, ...]) -> np.ndarray:
+    """Byte offset in dram.bin of every output element, in the output's logical shape."""
+    emap = program.element_maps["acc"].reshape(-1)
+    where = np.flatnonzero(emap >= 0)
+    dram = np.full(int(np.prod(shape)), -1, np.int64)
+    dram[emap[where]] = program.regions["out"].offset + where
+    assert (dram >= 0).all(), "an output element has no place in DRAM"
+    return dram.reshape(shape)
 
 
 def layout_arrays(program: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
@@ -286,11 +298,6 @@ def layout_arrays(program: Program, shapes: dict[str, tuple[int, ...]]) -> dict[
         tensor = program.tensors[name]
         out[f"{tensor}_dram"] = (program.regions[name].offset + where).astype(np.int64)
         out[f"{tensor}_index"] = emap[where].astype(np.int64)
-    emap = program.element_maps["acc"].reshape(-1)
-    where = np.flatnonzero(emap >= 0)
     tensor = program.tensors["acc"]
-    dram = np.full(int(np.prod(shapes[tensor])), -1, np.int64)
-    dram[emap[where]] = program.regions["out"].offset + where
-    assert (dram >= 0).all(), "an output element has no place in DRAM"
-    out[f"{tensor}_dram"] = dram.reshape(shapes[tensor])
+    out[f"{tensor}_dram"] = output_dram(program, shapes[tensor])
     return out

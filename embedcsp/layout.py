@@ -21,25 +21,36 @@ AXES = {"inp": ("row", "red"), "wgt": ("col", "red"), "acc": ("row", "col")}
 
 
 def element_map(emb: Embedding, operand: str) -> np.ndarray:
-    """int64 [n0, n1, lanes0, lanes1]: tensor flat index per packed lane, -1 for zero."""
+    """int32 [n0, n1, lanes0, lanes1]: tensor flat index per packed lane, -1 for zero.
+
+    Built a slab of the first axis at a time, so peak memory stays near the
+    map itself (the K=500000 DeepBench GEMMs have maps of half a billion lanes).
+    """
     a0, a1 = AXES[operand]
     tensor = emb.operator.tensor(emb.bound[operand])
     n0, n1 = emb.axis_length(a0), emb.axis_length(a1)
     l0, l1 = emb.group(a0).lanes, emb.group(a1).lanes
-    c0, v0 = axis_coords(emb, a0, np.arange(n0)[:, None], np.arange(l0)[None, :])
+    out = np.empty((n0, n1, l0, l1), np.int32)
     c1, v1 = axis_coords(emb, a1, np.arange(n1)[:, None], np.arange(l1)[None, :])
-    coords = {d: v.reshape(n0, 1, l0, 1) for d, v in c0.items()}
-    coords.update({d: v.reshape(1, n1, 1, l1) for d, v in c1.items()})
-    shape = (n0, n1, l0, l1)
-    valid = v0.reshape(n0, 1, l0, 1) & v1.reshape(1, n1, 1, l1)
-    flat = np.zeros(shape, np.int64)
-    stride = 1
-    for index, extent in reversed(list(zip(tensor.access, tensor.shape))):
-        value = np.broadcast_to(np.asarray(index.evaluate(coords), np.int64), shape)
-        valid = valid & (value >= 0) & (value < extent)
-        flat += value * stride
-        stride *= extent
-    return np.where(valid, flat, -1)
+    c1 = {d: v.reshape(1, n1, 1, l1) for d, v in c1.items()}
+    v1 = v1.reshape(1, n1, 1, l1)
+    slab = max(1, (1 << 22) // max(1, n1 * l0 * l1))
+    for lo in range(0, n0, slab):
+        hi = min(n0, lo + slab)
+        c0, v0 = axis_coords(emb, a0, np.arange(lo, hi)[:, None], np.arange(l0)[None, :])
+        coords = {d: v.reshape(hi - lo, 1, l0, 1) for d, v in c0.items()}
+        coords.update(c1)
+        shape = (hi - lo, n1, l0, l1)
+        valid = v0.reshape(hi - lo, 1, l0, 1) & v1
+        flat = np.zeros(shape, np.int64)
+        stride = 1
+        for index, extent in reversed(list(zip(tensor.access, tensor.shape))):
+            value = np.asarray(index.evaluate(coords), np.int64)
+            valid = valid & (value >= 0) & (value < extent)
+            flat += value * stride
+            stride *= extent
+        out[lo:hi] = np.where(valid, flat, -1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,11 @@ class HostTransform:
 
 
 def host_transform(tensor: str, size: int, emap: np.ndarray) -> HostTransform:
-    real = emap[emap >= 0]
-    distinct = int(np.count_nonzero(np.bincount(real, minlength=size))) if real.size else 0
-    return HostTransform(tensor, size, int(emap.size), real.size / distinct if distinct else 0.0)
+    seen = np.zeros(size, bool)
+    real = 0
+    for part in emap.reshape(len(emap), -1):  # one slab at a time: no full-size temporaries
+        held = part[part >= 0]
+        seen[held] = True
+        real += held.size
+    distinct = int(seen.sum())
+    return HostTransform(tensor, size, int(emap.size), real / distinct if distinct else 0.0)

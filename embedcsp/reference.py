@@ -38,7 +38,8 @@ class Epilogue:
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """int8 [M,K] @ int8 [K,N] as int64, exactly, via float64 slices over K."""
     k = a.shape[1]
-    step = max(1, min(k, (_EXACT - 1) // _INT8_PRODUCT))
+    # Slices bound both exactness (sums < 2**53) and memory (float64 copies of a slice).
+    step = max(1, min(k, (_EXACT - 1) // _INT8_PRODUCT, (1 << 26) // max(1, a.shape[0] + b.shape[1])))
     out = np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
     for k0 in range(0, k, step):
         part = a[:, k0:k0 + step].astype(np.float64) @ b[k0:k0 + step].astype(np.float64)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedcsp.codegen import Program, dram_image, layout_arrays
+from embedcsp.codegen import Program, dram_image, output_dram
 from embedcsp.operator import Operator
 from embedcsp.pattern import Pattern
 from embedcsp.reference import Epilogue, reference_output
@@ -50,8 +50,7 @@ def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: E
     """Execute on `inputs` (see reference.random_inputs) and compare every output."""
     start = time.perf_counter()
     dram = dram_image(program, inputs)
-    shapes = {t.name: t.shape for t in op.tensors}
-    out_dram = layout_arrays(program, shapes)[f"{op.output.name}_dram"]
+    out_dram = output_dram(program, op.output.shape)
     got, counters = execute_image(program.insns, dram, program.config, pattern, out_dram)
     want = reference_output(op, inputs, epilogue)
     return compare(op, got, want, counters, time.perf_counter() - start)
