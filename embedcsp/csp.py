@@ -109,9 +109,6 @@ class _Model:
         for dim, role in pins.roles:
             self.m.add((self.loop[dim] if role == "loop" else self.lane[dim][role]) == 1)
 
-    def tensor_of(self, operand: str) -> dict[str, cp_model.IntVar] | str:
-        return self.op.output.name if operand == self.acc.pattern.output.name else self.bind[operand]
-
     def _dataflow(self) -> None:
         m, op, pattern = self.m, self.op, self.acc.pattern
         separable = _output_separable(op)

@@ -121,11 +121,7 @@ class Embedding:
             if loops:
                 dims = ", ".join(f"{lp.dim}[{lp.extent}]" for lp in loops)
                 lines.append(f"{what} iterate over {dims}")
-        inv = {v: k for k, v in self.binding}
-        lines.append(
-            f"operands: inp <- {self.bound['inp']}, wgt <- {self.bound['wgt']}, acc <- {self.bound['acc']}"
-            if "inp" in self.bound else f"operands: {inv}"
-        )
+        lines.append("operands: " + ", ".join(f"{p} <- {t}" for p, t in self.binding))
         return lines
 
     def summary(self) -> dict:

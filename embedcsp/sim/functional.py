@@ -25,7 +25,7 @@ from embedcsp.accelerator import (
     MEM_ACC, MEM_ACC_8BIT, MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig,
 )
 from embedcsp.encoding import (
-    ALU_ADD, ALU_MAX, ALU_MIN, ALU_MUL, ALU_NAMES, ALU_SHR, OP_LOAD, AluInsn, FinishInsn,
+    ALU_ADD, ALU_MAX, ALU_MIN, ALU_NAMES, ALU_SHR, OP_LOAD, AluInsn, FinishInsn,
     GemmInsn, Insn, MemInsn, decode_uops,
 )
 from embedcsp.errors import ProgramError

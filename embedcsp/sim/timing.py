@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from embedcsp.accelerator import VtaConfig
-from embedcsp.encoding import AluInsn, FinishInsn, GemmInsn, Insn, MemInsn
+from embedcsp.encoding import AluInsn, FinishInsn, GemmInsn, Insn
 from embedcsp.errors import BadInput, ProgramError
 from embedcsp.sim.functional import COMPUTE, LOAD, MODULE_NAMES, STORE, module_of, QUEUES
 
