@@ -84,9 +84,10 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
             raise BadInput(f"--out {str(out)!r} exists and is not a directory")
         op: Operator = op_factory()
         acc = load_accelerator(isa)
-        options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value,
+        options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
                           epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
-        outcome = solve_and_verify(op, acc, options, seed, board(board_name))
+        board(board_name)  # refuse an unknown board before any work
+        outcome = solve_and_verify(op, acc, options, seed)
         if out is not None:
             write_bundle(out, outcome.compiled, outcome.inputs, seed, outcome.verification, outcome.transforms)
     except EmbedcspError as exc:

@@ -167,11 +167,16 @@ def _steps(plan: Plan) -> list[_Step]:
     return steps
 
 
-def generate(plan: Plan, epilogue: Epilogue) -> Program:
+def element_maps(plan: Plan) -> dict[str, np.ndarray]:
+    """The packed layouts; they depend on the embedding only, not on the tiling."""
+    return {name: element_map(plan.embedding, name) for name in ("inp", "wgt", "acc")}
+
+
+def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None = None) -> Program:
     emb = plan.embedding
     cfg = emb.accelerator.vta
     t = plan.tiling
-    maps = {name: element_map(emb, name) for name in ("inp", "wgt", "acc")}
+    maps = maps if maps is not None else element_maps(plan)
     steps = _steps(plan)
     n_tiles = steps[-1].acc_tile + 1
 

@@ -158,6 +158,8 @@ def encode(insn: Insn, cfg: VtaConfig) -> bytes:
     for name, pos, width in layout:
         value = int(values.get(name, 0))
         if name == "imm":
+            if not -(1 << (width - 1)) <= value < (1 << (width - 1)):
+                raise ValueError(f"AluInsn.imm={value} does not fit a signed {width}-bit immediate")
             value &= (1 << width) - 1  # two's complement
         if not 0 <= value < (1 << width):
             raise ValueError(f"{type(insn).__name__}.{name}={value} does not fit {width} bits")

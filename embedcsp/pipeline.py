@@ -1,6 +1,7 @@
 """The compile pipeline as a visible chain of named stages.
 
-    operator --solve_embedding--> Embedding --make_plan--> Plan --generate--> Program
+    operator --solve_embedding--> Embedding --candidate_plans--> Plans --generate--> Programs
+             --simulate (cycle model)--> the fastest Program
 
 Each stage is a pure function of frozen data; `compile_operator` only chains
 them and times each one.
@@ -12,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.codegen import Program, generate
+from embedcsp.codegen import Program, element_maps, generate
 from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.operator import Operator
 from embedcsp.errors import BadInput
-from embedcsp.plan import MAX_DRAM_BYTES, Plan, make_plan
+from embedcsp.plan import MAX_DRAM_BYTES, Plan, candidate_plans
+from embedcsp.sim.timing import board, simulate
 from embedcsp.reference import Epilogue
 
 
@@ -28,6 +30,8 @@ class Options:
     epilogue: Epilogue = Epilogue()
     double_buffer: bool = True
     strategy: str = "csp"  # "csp": the solver chooses; "reference": VTA's fixed TVM mapping
+    board: str = "pynq"  # the cycle model's board, which also ranks the plans
+    plan_candidates: int = 8  # best plans by estimate that the cycle model re-ranks
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,9 +57,27 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
     check_scalar(embedding, sample_instances(embedding, options.seed))
     t1 = time.perf_counter()
-    plan = make_plan(embedding, options.double_buffer)
+    plan, program = _best_program(embedding, options)
     t2 = time.perf_counter()
-    program = generate(plan, options.epilogue)
-    t3 = time.perf_counter()
-    seconds.update(solve=t1 - t0, plan=t2 - t1, codegen=t3 - t2)
+    seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
     return Compiled(op, acc, options, embedding, report, plan, program, seconds)
+
+
+# Re-ranking generates a program per candidate; beyond this many tile steps the
+# estimate's first choice is kept (the largest GEMMs take seconds per program).
+RERANK_MAX_STEPS = 4000
+
+
+def _best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]:
+    """The planner's best few tilings, compiled and ranked by the cycle model."""
+    b = board(options.board)
+    plans = candidate_plans(embedding, options.double_buffer, b.bus_bytes, options.plan_candidates)
+    maps = element_maps(plans[0])
+    plans = [p for p in plans if p.steps <= RERANK_MAX_STEPS] or plans[:1]
+    best = None
+    for plan in plans:
+        program = generate(plan, options.epilogue, maps)
+        cycles = simulate(list(program.insns), program.config, b).cycles if len(plans) > 1 else 0
+        if best is None or cycles < best[0]:
+            best = (cycles, plan, program)
+    return best[1], best[2]

@@ -20,7 +20,8 @@ from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.hazard import gemm_hazard
 
-# Estimate constants; the cycle model proper lives with the timing model.
+# Estimate constants; the cycle model proper is embedcsp.sim.timing, which the
+# pipeline uses to re-rank the best few plans.
 BUS_BYTES = 8  # pynq's 64-bit AXI
 INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
 ROW_OVERHEAD = 2  # DMA cycles per row of a 2-D transfer
@@ -48,6 +49,11 @@ class Plan:
     tiling: Tiling
     estimated_cycles: int
     dram_load_bytes: int
+
+    @property
+    def steps(self) -> int:
+        nr, nc, nl = self.tiles
+        return nr * nc * nl
 
     @property
     def tiles(self) -> tuple[int, int, int]:
@@ -89,7 +95,8 @@ def uop_budget(tiling: Tiling) -> int:
     return gemm + 2 * tiling.acc_slots
 
 
-def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling) -> tuple[int, int]:
+def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling,
+             bus_bytes: int = BUS_BYTES) -> tuple[int, int]:
     """(cycles, DRAM bytes loaded) under a simple overlap model."""
     nr, nc, nl = -(-n_rows // t.rows), -(-n_cols // t.cols), -(-n_reds // t.reds)
     inp_total = n_rows * n_reds * cfg.inp_elem_bytes
@@ -106,8 +113,8 @@ def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling) -
         inp_rows = n_rows * nl * (1 if nr == 1 and nl == 1 else nc)
     steps = nr * nc * nl
     compute = n_rows * n_cols * n_reds + nr * nc * (t.rows * t.cols + INSN_OVERHEAD) + steps * INSN_OVERHEAD
-    load = (inp_bytes + wgt_bytes) // BUS_BYTES + (inp_rows + wgt_rows) * ROW_OVERHEAD + steps * INSN_OVERHEAD
-    store = n_rows * n_cols * cfg.out_elem_bytes // BUS_BYTES + n_rows * ROW_OVERHEAD * nc
+    load = (inp_bytes + wgt_bytes) // bus_bytes + (inp_rows + wgt_rows) * ROW_OVERHEAD + steps * INSN_OVERHEAD
+    store = n_rows * n_cols * cfg.out_elem_bytes // bus_bytes + n_rows * ROW_OVERHEAD * nc
     overlapped = t.inp_slots > 1 and t.wgt_slots > 1
     if overlapped:
         cycles = max(compute, load, store if t.acc_slots > 1 else 0) + (0 if t.acc_slots > 1 else store)
@@ -116,8 +123,9 @@ def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling) -
     return int(cycles), int(inp_bytes + wgt_bytes)
 
 
-def make_plan(emb: Embedding, double_buffer: bool = True) -> Plan:
-    """The fastest tiling (by the estimate) that fits every buffer."""
+def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int = BUS_BYTES,
+                    count: int = 1) -> list[Plan]:
+    """The `count` fastest hazard-free tilings by the estimate, fastest first."""
     cfg = emb.accelerator.vta
     n_rows, n_cols, n_reds = (emb.axis_length(r) for r in ("row", "col", "red"))
     image = (n_rows * n_reds * cfg.inp_elem_bytes + n_cols * n_reds * cfg.wgt_elem_bytes
@@ -135,22 +143,28 @@ def make_plan(emb: Embedding, double_buffer: bool = True) -> Plan:
                 f"can skip ({limit}); this operator is too large for one VTA program"
             )
     d_inp, d_wgt, d_acc, d_uop = (cfg.depth(m) for m in (MEM_INP, MEM_WGT, MEM_ACC, MEM_UOP))
-    best: tuple | None = None
-    slot_options = (2, 1) if double_buffer else (1,)
-    for slots in slot_options:
+    scored = []
+    for slots in ((2, 1) if double_buffer else (1,)):
         for tl in _candidates(n_reds, d_wgt // slots):
             for tc in _candidates(n_cols, d_wgt // (slots * tl)):
                 for tr in _candidates(n_rows, min(d_inp // (slots * tl), d_acc // (slots * tc))):
                     for outer in ("row", "col"):
                         t = Tiling(tr, tc, tl, outer, slots, slots, slots)
-                        if uop_budget(t) > d_uop:
-                            continue
-                        cycles, load = estimate(cfg, n_rows, n_cols, n_reds, t)
-                        key = (cycles, load, -tr * tc * tl, outer)
-                        if best is None or key < best[0]:
-                            if _hazard_free(n_rows, n_cols, n_reds, tr, tc, tl):
-                                best = (key, t)
-    if best is None:
+                        if uop_budget(t) <= d_uop:
+                            cycles, load = estimate(cfg, n_rows, n_cols, n_reds, t, bus_bytes)
+                            scored.append(((cycles, load, -tr * tc * tl, outer, slots), t))
+    scored.sort(key=lambda item: item[0])
+    plans = []
+    for (cycles, load, *_), t in scored:
+        if _hazard_free(n_rows, n_cols, n_reds, t.rows, t.cols, t.reds):
+            plans.append(Plan(emb, n_rows, n_cols, n_reds, t, cycles, load))
+            if len(plans) == count:
+                break
+    if not plans:
         raise NoEmbedding("no tiling fits this VTA's buffers; the configuration is too small")
-    (cycles, load, _, _), tiling = best
-    return Plan(emb, n_rows, n_cols, n_reds, tiling, cycles, load)
+    return plans
+
+
+def make_plan(emb: Embedding, double_buffer: bool = True, bus_bytes: int = BUS_BYTES) -> Plan:
+    """The fastest tiling (by the estimate) that fits every buffer."""
+    return candidate_plans(emb, double_buffer, bus_bytes, 1)[0]

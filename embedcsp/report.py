@@ -11,7 +11,7 @@ from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import Operator
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.reference import random_inputs
-from embedcsp.sim.timing import BOARDS, Board, Roofline, Timing, roofline, simulate
+from embedcsp.sim.timing import Roofline, Timing, board, roofline, simulate
 from embedcsp.verify import Verification, verify_program
 
 
@@ -26,8 +26,7 @@ class Outcome:
     roofline: Roofline
 
 
-def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
-                     board: Board | None = None) -> Outcome:
+def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0) -> Outcome:
     """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
     compiled = compile_operator(op, acc, options)
     program = compiled.program
@@ -38,9 +37,9 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
                        program.element_maps[name])
         for name in ("inp", "wgt")
     ]
-    board = board or BOARDS["pynq"]
-    timing = simulate(list(program.insns), acc.vta, board)
-    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.vta, board)
+    b = board(options.board)
+    timing = simulate(list(program.insns), acc.vta, b)
+    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.vta, b)
     return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 

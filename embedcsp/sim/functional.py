@@ -350,7 +350,11 @@ def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern) -
     m = Machine(cfg, pattern, dram.copy())
     program = [[], [], []]
     for pc, insn in enumerate(insns):
-        program[module_of(insn)].append((pc, insn))
+        mod = module_of(insn)
+        what = f"instruction {pc} ({type(insn).__name__}, {MODULE_NAMES[mod]})"
+        _flags(insn, mod, "pop", what)  # refuse flags a module lacks before running anything
+        _flags(insn, mod, "push", what)
+        program[mod].append((pc, insn))
     pos = [0, 0, 0]
     finished = False
     while not finished:
