@@ -121,8 +121,10 @@ class VtaConfig:
         return max(self.log_acc_depth, self.log_inp_depth)
 
     def bitstream_tag(self) -> str:
+        """VTA's `{BATCH}x{BLOCK}_i8w8a32_{uop}_{inp}_{wgt}_{acc}`; both blocks when they differ."""
+        blocks = f"{self.block_in}" if self.block_in == self.block_out else f"{self.block_in}x{self.block_out}"
         return (
-            f"{self.batch}x{self.block_in}x{self.block_out}_i{1 << self.LOG_INP_WIDTH}"
+            f"{self.batch}x{blocks}_i{1 << self.LOG_INP_WIDTH}"
             f"w{1 << self.LOG_WGT_WIDTH}a{1 << self.LOG_ACC_WIDTH}_{self.LOG_UOP_BUFF_SIZE}_"
             f"{self.LOG_INP_BUFF_SIZE}_{self.LOG_WGT_BUFF_SIZE}_{self.LOG_ACC_BUFF_SIZE}"
         )
@@ -227,7 +229,10 @@ def accelerator_from_dict(doc: dict, source: str) -> Accelerator:
     if missing:
         raise IsaError(f"{source}: vta_config is missing {', '.join(sorted(missing))}")
     cfg = VtaConfig(**raw)
-    validate_config(cfg)
+    try:
+        validate_config(cfg)
+    except IsaError as exc:
+        raise IsaError(f"{source}: {exc}") from None
     intrinsic = doc.get("intrinsic")
     if not intrinsic or "statement" not in intrinsic:
         raise IsaError(f"{source}: [intrinsic] needs a 'statement', e.g. 'acc[b,o] += inp[b,i] * wgt[o,i]'")
@@ -239,7 +244,10 @@ def accelerator_from_dict(doc: dict, source: str) -> Accelerator:
                 raise IsaError(f"{source}: lane {dim} = {value!r}: expected one of {', '.join(names)} or a number")
             value = names[value]
         lanes[dim] = value
-    pattern = parse_pattern(intrinsic["statement"], lanes)
+    try:
+        pattern = parse_pattern(intrinsic["statement"], lanes)
+    except IsaError as exc:
+        raise IsaError(f"{source}: {exc}") from None
     acc = Accelerator(name=name, family=family, pattern=pattern, vta=cfg, source=source)
     _check_vta_pattern(acc, source)
     return acc
