@@ -267,7 +267,12 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
                             ("tie_break", model.tie_break)):
         remaining = time_limit - (time.perf_counter() - start)
         if remaining <= 0.0:
-            break
+            if not levels:
+                raise SolverTimeout(
+                    f"the time limit of {time_limit:g} s ran out while building the model of "
+                    f"{op.describe()}; nothing was solved yet; raise --time-limit"
+                )
+            break  # keep what the earlier levels found; the report says FEASIBLE
         solver.parameters.max_time_in_seconds = remaining
         model.m.minimize(objective)
         status = solver.solve(model.m)

@@ -11,6 +11,7 @@ multiply nodes and checks the dataflow, so the two cannot disagree silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -33,7 +34,7 @@ class LaneGroup:
 
     @property
     def fused(self) -> int:
-        return int(np.prod(self.extents, dtype=np.int64)) if self.dims else 1
+        return math.prod(self.extents)
 
     @property
     def chunks(self) -> int:

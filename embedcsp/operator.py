@@ -8,6 +8,7 @@ reads outside a tensor's bounds read zero, which is how conv2d padding is said.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -73,7 +74,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Operator:
     @property
     def macs(self) -> int:
         """Iteration points, i.e. the useful multiply-accumulates."""
-        return int(np.prod([d.extent for d in self.dims], dtype=np.int64))
+        return math.prod(d.extent for d in self.dims)
 
     @property
     def param_dict(self) -> dict[str, int]:

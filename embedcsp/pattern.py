@@ -6,6 +6,7 @@ the embedding CSP and the functional model read.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class Pattern:
 
     @property
     def macs(self) -> int:
-        return int(np.prod([e for _, e in self.lanes]))
+        return math.prod(e for _, e in self.lanes)
 
     def statement(self) -> str:
         def term(o: Operand) -> str:

@@ -1,0 +1,57 @@
+"""Solver hygiene: time limits, reproducibility, and embeddings that cannot exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedcsp.accelerator import load_accelerator
+from embedcsp.csp import solve_embedding
+from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
+from embedcsp.operator import Dim, Operator, Tensor, gemm, idx
+
+ACC = load_accelerator()
+
+
+def test_time_limit_with_nothing_found_is_a_timeout():
+    with pytest.raises(SolverTimeout, match="raise --time-limit"):
+        solve_embedding(gemm(35, 700, 2048), ACC, time_limit=1e-6)
+
+
+def test_every_level_is_optimal_with_a_proven_bound():
+    _, report = solve_embedding(gemm(512, 6000, 2048), ACC)
+    assert report.status == "OPTIMAL"
+    assert [name for name, *_ in report.levels] == ["padded_macs", "packed_bytes", "tie_break"]
+    for _, status, value, bound in report.levels:
+        assert status == "OPTIMAL" and value == bound
+    assert report.levels[1][2] == 512 * 2048 + 6000 * 2048 + 512 * 6000  # packed bytes, exactly
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_same_answer_for_every_seed(seed):
+    ref, _ = solve_embedding(gemm(48, 48, 48), ACC, seed=0)
+    emb, _ = solve_embedding(gemm(48, 48, 48), ACC, seed=seed)
+    assert emb.summary() == ref.summary()
+
+
+def test_operator_with_one_input_cannot_embed():
+    op = Operator("copy", (("M", 4),), (Dim("m", 4),),
+                  (Tensor("X", "input", (4,), (idx("m"),)), Tensor("Y", "output", (4,), (idx("m"),))))
+    with pytest.raises(NoEmbedding, match="multiplies exactly two"):
+        solve_embedding(op, ACC)
+
+
+def test_dim_used_by_all_three_tensors_cannot_embed():
+    """A batched GEMM's batch dim indexes A, B and C: no lane or loop of VTA can carry it."""
+    op = Operator("bmm", (("B", 2),), (Dim("b", 2), Dim("m", 4), Dim("n", 4), Dim("k", 4)), (
+        Tensor("A", "input", (2, 4, 4), (idx("b"), idx("m"), idx("k"))),
+        Tensor("B", "input", (2, 4, 4), (idx("b"), idx("k"), idx("n"))),
+        Tensor("C", "output", (2, 4, 4), (idx("b"), idx("m"), idx("n")))))
+    with pytest.raises(NoEmbedding, match="operator dim b is used by 3 tensor"):
+        solve_embedding(op, ACC)
+
+
+def test_absurd_sizes_are_bad_input():
+    with pytest.raises(BadInput):
+        gemm(1 << 25, 1, 1)
+    with pytest.raises(BadInput, match="too large"):
+        solve_embedding(gemm(1 << 24, 1 << 24, 1 << 24), ACC)
