@@ -7,10 +7,11 @@ BLOCK_IN, BLOCK_OUT or buffer sizes) needs a new TOML file, not new code.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from embedcsp.errors import IsaError
 from embedcsp.pattern import Pattern, parse_pattern

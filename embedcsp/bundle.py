@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embedcsp.accelerator import CONFIG_KEYS, VtaConfig, validate_config, vta_accelerator
+from embedcsp.accelerator import (
+    CONFIG_KEYS,
+    VtaConfig,
+    validate_config,
+    vta_accelerator,
+)
 from embedcsp.codegen import dram_image, layout_arrays
 from embedcsp.encoding import FinishInsn, decode_program, encode_program
 from embedcsp.errors import BadInput, EmbedcspError

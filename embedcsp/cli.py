@@ -26,8 +26,8 @@ from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
 from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
-from embedcsp.sim.timing import board
 from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
+from embedcsp.sim.timing import board
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Program deep learning accelerators by constraint solving (CP-SAT), "

@@ -25,8 +25,18 @@ import numpy as np
 
 from embedcsp.accelerator import MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig
 from embedcsp.encoding import (
-    ALU_MAX, ALU_MIN, ALU_SHR, OP_LOAD, OP_STORE, AluInsn, Deps, FinishInsn, GemmInsn, Insn,
-    MemInsn, encode_uops,
+    ALU_MAX,
+    ALU_MIN,
+    ALU_SHR,
+    OP_LOAD,
+    OP_STORE,
+    AluInsn,
+    Deps,
+    FinishInsn,
+    GemmInsn,
+    Insn,
+    MemInsn,
+    encode_uops,
 )
 from embedcsp.hazard import gemm_hazard
 from embedcsp.layout import element_map

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from embedcsp.accelerator import Accelerator
 from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
-from embedcsp.accelerator import Accelerator
 from embedcsp.operator import Operator
 
 ROLES = ("row", "col", "red")

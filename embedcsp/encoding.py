@@ -13,11 +13,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from embedcsp.errors import IsaError
 from embedcsp.accelerator import (
-    ALUOP_IMM_BITS, INSN_BITS, LOOP_ITER_BITS, MEMOP_DRAM_ADDR_BITS, MEMOP_PAD_BITS,
-    MEMOP_SIZE_BITS, MEMOP_SRAM_ADDR_BITS, MEMOP_STRIDE_BITS, VtaConfig,
+    ALUOP_IMM_BITS,
+    INSN_BITS,
+    LOOP_ITER_BITS,
+    MEMOP_DRAM_ADDR_BITS,
+    MEMOP_PAD_BITS,
+    MEMOP_SIZE_BITS,
+    MEMOP_SRAM_ADDR_BITS,
+    MEMOP_STRIDE_BITS,
+    VtaConfig,
 )
+from embedcsp.errors import IsaError
 
 OP_LOAD, OP_STORE, OP_GEMM, OP_FINISH, OP_ALU = range(5)
 ALU_MIN, ALU_MAX, ALU_ADD, ALU_SHR, ALU_MUL = range(5)

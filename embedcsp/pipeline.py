@@ -16,11 +16,11 @@ from embedcsp.accelerator import Accelerator
 from embedcsp.codegen import Program, element_maps, generate
 from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
-from embedcsp.operator import Operator
 from embedcsp.errors import BadInput
+from embedcsp.operator import Operator
 from embedcsp.plan import MAX_DRAM_BYTES, Plan, candidate_plans
-from embedcsp.sim.timing import board, simulate
 from embedcsp.reference import Epilogue
+from embedcsp.sim.timing import board, simulate
 
 
 @dataclass(frozen=True)

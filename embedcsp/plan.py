@@ -15,7 +15,14 @@ from itertools import product
 
 import numpy as np
 
-from embedcsp.accelerator import MEM_ACC, MEM_INP, MEM_UOP, MEM_WGT, MEMOP_STRIDE_BITS, VtaConfig
+from embedcsp.accelerator import (
+    MEM_ACC,
+    MEM_INP,
+    MEM_UOP,
+    MEM_WGT,
+    MEMOP_STRIDE_BITS,
+    VtaConfig,
+)
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.hazard import gemm_hazard

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from embedcsp import deepbench
 from embedcsp.deepbench import (
     ConvProblem,
     GemmProblem,
@@ -15,6 +13,8 @@ from embedcsp.deepbench import (
     gemm_problems,
     lookup,
 )
+
+from embedcsp import deepbench
 from embedcsp.errors import BadInput
 
 # P (out_w) and Q (out_h) from the markdown tables, keyed by (suite, index).

@@ -22,11 +22,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedcsp.accelerator import (
-    MEM_ACC, MEM_ACC_8BIT, MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig,
+    MEM_ACC,
+    MEM_ACC_8BIT,
+    MEM_INP,
+    MEM_OUT,
+    MEM_UOP,
+    MEM_WGT,
+    VtaConfig,
 )
 from embedcsp.encoding import (
-    ALU_ADD, ALU_MAX, ALU_MIN, ALU_NAMES, ALU_SHR, OP_LOAD, AluInsn, FinishInsn,
-    GemmInsn, Insn, MemInsn, decode_uops,
+    ALU_ADD,
+    ALU_MAX,
+    ALU_MIN,
+    ALU_NAMES,
+    ALU_SHR,
+    OP_LOAD,
+    AluInsn,
+    FinishInsn,
+    GemmInsn,
+    Insn,
+    MemInsn,
+    decode_uops,
 )
 from embedcsp.errors import ProgramError
 from embedcsp.hazard import gemm_hazard

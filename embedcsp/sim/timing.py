@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from embedcsp.accelerator import VtaConfig
 from embedcsp.encoding import AluInsn, FinishInsn, GemmInsn, Insn
 from embedcsp.errors import BadInput, ProgramError
-from embedcsp.sim.functional import COMPUTE, LOAD, MODULE_NAMES, STORE, module_of, QUEUES
+from embedcsp.sim.functional import (
+    COMPUTE,
+    LOAD,
+    MODULE_NAMES,
+    QUEUES,
+    STORE,
+    module_of,
+)
 
 
 @dataclass(frozen=True)
