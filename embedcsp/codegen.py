@@ -134,6 +134,29 @@ class _Step:
     frees: bool = False  # compute pushes g2l after this step
 
 
+class _SlotRing:
+    """Round-robin slots of one scratchpad: which slot a load fills, and what it must wait for."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.tile: tuple | None = None  # the tile loaded last
+        self.loads = 0
+        self.slot = 0
+        self.last_reader: dict[int, int] = {}  # slot -> last step that read it
+
+    def use(self, tile: tuple, step: int) -> tuple[bool, int]:
+        """Step `step` reads `tile`: (must it be loaded, the step whose reads must end first or -1)."""
+        wait = -1
+        load = tile != self.tile
+        if load:
+            self.slot = self.loads % self.slots
+            self.loads += 1
+            self.tile = tile
+            wait = self.last_reader.get(self.slot, -1)
+        self.last_reader[self.slot] = step
+        return load, wait
+
+
 def _steps(plan: Plan) -> list[_Step]:
     """The tile steps in order, with slot choices and the waits they imply."""
     t = plan.tiling
@@ -141,34 +164,19 @@ def _steps(plan: Plan) -> list[_Step]:
     outer_inner = [(a, b) for a in range(nr) for b in range(nc)] if t.outer == "row" else [
         (a, b) for b in range(nc) for a in range(nr)]
     steps: list[_Step] = []
-    inp_tile = wgt_tile = None
-    inp_loads = wgt_loads = 0
-    inp_slot = wgt_slot = 0
-    last_reader = {"inp": {}, "wgt": {}}  # slot -> last step that read it
+    inp, wgt = _SlotRing(t.inp_slots), _SlotRing(t.wgt_slots)
     for tile, (rt, ct) in enumerate(outer_inner):
         for lt in range(nl):
             s = len(steps)
-            need = -1
-            load_inp = (rt, lt) != inp_tile
-            if load_inp:
-                inp_slot = inp_loads % t.inp_slots
-                inp_loads += 1
-                inp_tile = (rt, lt)
-                need = max(need, last_reader["inp"].get(inp_slot, -1))
-            load_wgt = (ct, lt) != wgt_tile
-            if load_wgt:
-                wgt_slot = wgt_loads % t.wgt_slots
-                wgt_loads += 1
-                wgt_tile = (ct, lt)
-                need = max(need, last_reader["wgt"].get(wgt_slot, -1))
-            last_reader["inp"][inp_slot] = s
-            last_reader["wgt"][wgt_slot] = s
+            load_inp, wait_inp = inp.use((rt, lt), s)
+            load_wgt, wait_wgt = wgt.use((ct, lt), s)
+            need = max(wait_inp, wait_wgt)
             steps.append(_Step(
                 rt, ct, lt,
                 rows=min(t.rows, plan.n_rows - rt * t.rows),
                 cols=min(t.cols, plan.n_cols - ct * t.cols),
                 reds=min(t.reds, plan.n_reds - lt * t.reds),
-                inp_slot=inp_slot, wgt_slot=wgt_slot, acc_slot=tile % t.acc_slots, acc_tile=tile,
+                inp_slot=inp.slot, wgt_slot=wgt.slot, acc_slot=tile % t.acc_slots, acc_tile=tile,
                 load_inp=load_inp, load_wgt=load_wgt, first=lt == 0, last=lt == nl - 1,
                 needs_free=need,
             ))
