@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from embedcsp import deepbench
+from embedcsp import bench, deepbench
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
@@ -204,6 +204,34 @@ def run_cmd(
     else:
         typer.echo(f"FAILED     {v.mismatches} of {v.checked} outputs differ; first: {v.first_mismatch}")
     raise typer.Exit(0 if v.ok else EXIT_FAILED)
+
+
+@app.command("bench")
+def bench_cmd(
+    names: Optional[list[str]] = typer.Argument(None, show_default=False,
+                                                help="Operator names, as with --only."),
+    suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all."),
+    only: Optional[list[str]] = typer.Option(None, "--only", show_default=False,
+                                             help="Just these operators (repeat it, or list names after it)."),
+    jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core)."),
+    board_name: str = BoardOpt,
+    out: Path = typer.Option(Path("bench"), "--out", help="Directory for deepbench_<suite>.csv/.json/.md/.png."),
+    isa: Optional[Path] = IsaOpt, time_limit: float = TimeOpt, seed: int = SeedOpt,
+) -> None:
+    """DeepBench with both strategies, each verified bit-exact: speedups over VTA's TVM mapping."""
+    from rich.console import Console
+
+    cfg = bench.BenchConfig(suite=suite.value, only=(*(only or []), *(names or [])), jobs=jobs,
+                            board=board_name, out=out, isa=None if isa is None else str(isa),
+                            time_limit=time_limit, seed=seed)
+    try:
+        result = bench.run(cfg, Console(stderr=True))  # the bar on stderr, the summary on stdout
+    except EmbedcspError as exc:
+        _fail(exc)
+    for line in bench.summary_lines(result.summary, f"DeepBench {cfg.suite}"):
+        typer.echo(line)
+    typer.echo("wrote " + ", ".join(str(f) for f in result.files))
+    raise typer.Exit(0 if result.ok else EXIT_FAILED)
 
 
 def main() -> None:

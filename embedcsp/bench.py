@@ -1,0 +1,425 @@
+"""The DeepBench harness behind `embedcsp bench`: our embedding against VTA's fixed TVM mapping.
+
+Every operator is compiled twice through the same tiler, code generator and
+cycle model, once with the solver's embedding (`csp`) and once with VTA's
+fixed mapping (`reference`); both programs are verified bit-exact before any
+speedup is reported. Pure parts: `evaluate` (one row), `summarize`,
+`summary_lines`. I/O: `write_csv`, `write_json`, `write_markdown`,
+`write_plot`, and `run`, which ties them together behind a progress bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedcsp import deepbench
+from embedcsp.accelerator import load_accelerator
+from embedcsp.embedding import Embedding
+from embedcsp.errors import BadInput, EmbedcspError
+from embedcsp.operator import Operator, conv2d, gemm
+from embedcsp.pipeline import Options
+from embedcsp.report import Outcome, solve_and_verify
+from embedcsp.sim.timing import board as board_named
+
+COLUMNS = [
+    "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride",
+    "status", "objective", "bound", "solve_s", "padding_efficiency", "embedding", "gemm_uops",
+    "dram_load_bytes", "dram_store_bytes", "instructions", "host_packed_bytes", "duplication",
+    "cycles", "roofline_cycles", "roofline_efficiency", "verified", "verify_s", "error",
+    "ref_padding_efficiency", "ref_cycles", "ref_roofline_efficiency", "ref_verified", "ref_padded",
+    "ref_error", "speedup", "board",
+]
+SUITES = ("gemm", "conv", "all")
+LOW_UTILIZATION = 0.5  # the reference issues more than twice the useful MACs below this
+
+
+@dataclass(frozen=True)
+class Case:
+    """An operator with the name it goes by in rows and reports."""
+
+    name: str
+    operator: Operator
+
+
+def deepbench_case(name: str) -> Case:
+    """A DeepBench operator by name; unknown names raise BadInput with a hint."""
+    p = deepbench.lookup(name)
+    if isinstance(p, deepbench.GemmProblem):
+        return Case(p.name, gemm(p.m, p.n, p.k))
+    return Case(p.name, conv2d(p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.pad_h, p.pad_w, p.stride_h, p.stride_w))
+
+
+def names_for(suite: str) -> list[str]:
+    """Operator names in suite order; duplicate conv rows are left out (solved once)."""
+    if suite not in SUITES:
+        raise BadInput(f"unknown suite {suite!r}: expected one of {', '.join(SUITES)}")
+    problems: list = []
+    if suite in ("gemm", "all"):
+        problems += deepbench.gemm_problems()
+    if suite in ("conv", "all"):
+        problems += [p for p in deepbench.conv_problems() if p.dup_of is None]
+    return [p.name for p in problems]
+
+
+def shape_columns(op: Operator) -> dict:
+    prm = op.param_dict
+    if op.kind == "gemm":
+        return {"kind": "gemm", "M": prm["M"], "N": prm["N"], "K": prm["K"]}
+    return {"kind": op.kind, **{k: prm[k] for k in ("N", "C", "H", "W", "K", "R", "S")},
+            "pad": f"{prm['pad_h']}x{prm['pad_w']}", "stride": f"{prm['stride_h']}x{prm['stride_w']}"}
+
+
+def needs_hand_padding(emb: Embedding) -> bool:
+    """True if TVM's VTA schedule could not take the shape as is: it requires the dims on the
+    BLOCK_IN ("red") and BLOCK_OUT ("col") lanes to be multiples of the lane count."""
+    return any(g.dims and g.fused % g.lanes for g in emb.groups if g.role in ("red", "col"))
+
+
+def _ours(o: Outcome) -> dict:
+    c, v = o.compiled, o.verification
+    lanes = "; ".join(f"{g.role}<-{'x'.join(g.dims) or '-'}" for g in c.embedding.groups)
+    return {
+        "status": c.report.status, "objective": c.report.objective, "bound": c.report.bound,
+        "solve_s": round(c.report.seconds, 4), "padding_efficiency": round(c.embedding.efficiency, 6),
+        "embedding": lanes, "gemm_uops": v.counters.gemm_uops,
+        "dram_load_bytes": sum(v.counters.load_bytes.values()), "dram_store_bytes": v.counters.store_bytes,
+        "instructions": len(c.program.insns),
+        "host_packed_bytes": sum(t.packed_bytes for t in o.transforms),
+        "duplication": round(max(t.duplication for t in o.transforms), 4),
+        "cycles": o.timing.cycles, "roofline_cycles": o.roofline.cycles,
+        "roofline_efficiency": round(o.roofline.efficiency(o.timing.cycles), 4),
+        "verified": v.ok, "verify_s": round(v.seconds, 3), "error": v.first_mismatch or "",
+    }
+
+
+def _reference(o: Outcome) -> dict:
+    c, v = o.compiled, o.verification
+    return {
+        "ref_padding_efficiency": round(c.embedding.efficiency, 6), "ref_cycles": o.timing.cycles,
+        "ref_roofline_efficiency": round(o.roofline.efficiency(o.timing.cycles), 4),
+        "ref_verified": v.ok, "ref_padded": needs_hand_padding(c.embedding), "ref_error": v.first_mismatch or "",
+    }
+
+
+def evaluate(target: str | Case | Operator, isa: str | Path | None = None, time_limit: float = 10.0,
+             seed: int = 0, board: str = "pynq") -> dict:
+    """One row: both strategies compiled, verified and costed. Errors become part of the row,
+    so one failing operator never hides the rest of a sweep."""
+    case = (deepbench_case(target) if isinstance(target, str)
+            else target if isinstance(target, Case) else Case(target.describe(), target))
+    row: dict = {"name": case.name, **shape_columns(case.operator), "board": board}
+    acc = load_accelerator(isa)
+    for strategy, columns, error_key in (("csp", _ours, "error"), ("reference", _reference, "ref_error")):
+        options = Options(strategy=strategy, board=board, time_limit=time_limit, seed=seed)
+        try:
+            row.update(columns(solve_and_verify(case.operator, acc, options, seed)))
+        except EmbedcspError as exc:
+            row.update({"verified" if strategy == "csp" else "ref_verified": False, error_key: str(exc)})
+    # A speedup only between two programs that both computed the right answer.
+    if row["verified"] is True and row["ref_verified"] is True:
+        row["speedup"] = round(row["ref_cycles"] / row["cycles"], 6)
+    return row
+
+
+def row_ok(row: dict) -> bool:
+    return row.get("verified") is True and row.get("ref_verified") is True
+
+
+def _geomean(values: list[float]) -> float | None:
+    return round(statistics.geometric_mean(values), 6) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
+    """Figures over a sweep's rows; every one is computed from the rows, none is assumed."""
+    ours = [r for r in rows if r.get("verified") is True]
+    ref = [r for r in rows if r.get("ref_verified") is True]
+    sped = [r for r in rows if r.get("speedup") is not None]
+    low = [r for r in rows if r.get("ref_padding_efficiency") is not None
+           and r["ref_padding_efficiency"] < LOW_UTILIZATION]
+    low_sped = [r for r in low if r.get("speedup") is not None]
+    best = max(sped, key=lambda r: r["speedup"], default=None)
+    slowest = max(ours, key=lambda r: r["solve_s"], default=None)
+    slowest_verify = max(ours, key=lambda r: r["verify_s"], default=None)
+    return {
+        "board": ", ".join(sorted({r["board"] for r in rows if r.get("board")})) or None,
+        "operators": len(rows),
+        "verified": sum(row_ok(r) for r in rows),
+        "failed": [r["name"] for r in rows if not row_ok(r)],
+        "ref_unavailable": [r["name"] for r in rows if r.get("ref_error") and "ref_cycles" not in r],
+        "optimal": sum(r.get("status") == "OPTIMAL" for r in rows),
+        "speedup_operators": len(sped),
+        "geomean_speedup": _geomean([r["speedup"] for r in sped]),
+        "low_utilization_threshold": LOW_UTILIZATION,
+        "low_utilization_operators": len(low),
+        "low_utilization_with_speedup": len(low_sped),
+        "geomean_speedup_low_utilization": _geomean([r["speedup"] for r in low_sped]),
+        "max_speedup": best["speedup"] if best else None,
+        "max_speedup_operator": best["name"] if best else None,
+        "roofline_operators": len(ours),
+        "geomean_roofline_efficiency": _geomean([r["roofline_efficiency"] for r in ours]),
+        "ref_roofline_operators": len(ref),
+        "ref_geomean_roofline_efficiency": _geomean([r["ref_roofline_efficiency"] for r in ref]),
+        "median_padding_efficiency": _median([r["padding_efficiency"] for r in ours]),
+        "min_padding_efficiency": min((r["padding_efficiency"] for r in ours), default=None),
+        "median_solve_s": _median([r["solve_s"] for r in ours]),
+        "max_solve_s": slowest["solve_s"] if slowest else None,
+        "slowest_solve": slowest["name"] if slowest else None,
+        "median_verify_s": _median([r["verify_s"] for r in ours]),
+        "max_verify_s": slowest_verify["verify_s"] if slowest_verify else None,
+        "slowest_verify": slowest_verify["name"] if slowest_verify else None,
+        "wall_s": None if wall_s is None else round(wall_s, 1),
+    }
+
+
+def _f(x: float | None, fmt: str, prefix: str = "") -> str:
+    return "n/a" if x is None else prefix + format(x, fmt)
+
+
+def summary_lines(s: dict, title: str = "DeepBench") -> list[str]:
+    """The summary as the terminal and the markdown show it."""
+    lines = [
+        (f"{title} on {s['board'] or 'n/a'}: {s['operators']} operators, {s['verified']} verified bit-exact "
+         f"with both strategies, {s['optimal']} solved OPTIMAL"),
+        (f"speedup over VTA's TVM mapping: geomean {_f(s['geomean_speedup'], '.3f', 'x')} over "
+         f"{s['speedup_operators']} operators; largest {_f(s['max_speedup'], '.3f', 'x')} "
+         f"({s['max_speedup_operator'] or 'n/a'})"),
+        (f"where the reference keeps < {s['low_utilization_threshold']:.0%} of its MACs useful: "
+         f"{s['low_utilization_operators']} operators, geomean speedup "
+         f"{_f(s['geomean_speedup_low_utilization'], '.3f', 'x')} over the "
+         f"{s['low_utilization_with_speedup']} with a speedup"),
+        (f"roofline efficiency: geomean {_f(s['geomean_roofline_efficiency'], '.3f')} ours "
+         f"({s['roofline_operators']} operators), {_f(s['ref_geomean_roofline_efficiency'], '.3f')} "
+         f"reference ({s['ref_roofline_operators']} operators)"),
+        (f"solve time: median {_f(s['median_solve_s'], '.3f')} s, max {_f(s['max_solve_s'], '.3f')} s "
+         f"({s['slowest_solve'] or 'n/a'})"),
+    ]
+    if s["wall_s"] is not None:
+        lines.append(f"wall time: {s['wall_s']:.1f} s")
+    if s["ref_unavailable"]:
+        lines.append(f"reference unavailable for {len(s['ref_unavailable'])}: {', '.join(s['ref_unavailable'])}")
+    if s["failed"]:
+        lines.append(f"FAILED ({len(s['failed'])}): {', '.join(s['failed'])}")
+    return lines
+
+
+# ---------------------------------------------------------------- writers
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+
+
+def write_json(rows: list[dict], summary: dict, path: Path) -> None:
+    doc = {"summary": summary, "columns": COLUMNS, "rows": [{k: row.get(k) for k in COLUMNS} for row in rows]}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _shape(row: dict) -> str:
+    if row.get("kind") == "gemm":
+        return f"M={row['M']} N={row['N']} K={row['K']}"
+    return (" ".join(f"{k}={row[k]}" for k in ("N", "C", "H", "W", "K", "R", "S"))
+            + f" pad={row['pad']} stride={row['stride']}")
+
+
+_TABLE = [("operator", lambda r: r["name"]), ("shape", _shape),
+          ("ref util", lambda r: _f(r.get("ref_padding_efficiency"), ".3f")),
+          ("our util", lambda r: _f(r.get("padding_efficiency"), ".3f")),
+          ("ref cycles", lambda r: str(r.get("ref_cycles", "n/a"))),
+          ("our cycles", lambda r: str(r.get("cycles", "n/a"))),
+          ("speedup", lambda r: _f(r.get("speedup"), ".3f")),
+          ("roofline eff.", lambda r: _f(r.get("roofline_efficiency"), ".3f"))]
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(none)"]
+    head = "| " + " | ".join(h for h, _ in _TABLE) + " |"
+    rule = "|" + "|".join("---" for _ in _TABLE) + "|"
+    return [head, rule, *("| " + " | ".join(f(r) for _, f in _TABLE) + " |" for r in rows)]
+
+
+def write_markdown(rows: list[dict], summary: dict, path: Path, title: str = "DeepBench") -> None:
+    low = [r for r in rows if r.get("ref_padding_efficiency") is not None
+           and r["ref_padding_efficiency"] < LOW_UTILIZATION]
+    top = sorted((r for r in rows if r.get("speedup") is not None), key=lambda r: -r["speedup"])[:10]
+    worst = sorted((r for r in rows if r.get("verified") is True), key=lambda r: r["roofline_efficiency"])[:10]
+    text = [f"# {title}", "", *(f"- {line}" for line in summary_lines(summary, title)), "",
+            f"## Low utilization: the reference keeps < {LOW_UTILIZATION:.0%} of its MACs useful", "",
+            *_table(low), "", "## The 10 largest speedups", "", *_table(top), "",
+            "## The 10 lowest roofline efficiencies (ours)", "", *_table(worst), ""]
+    path.write_text("\n".join(text))
+
+
+def write_plot(rows: list[dict], path: Path, title: str = "DeepBench") -> None:
+    """Two panels in suite order: speedup (log) and roofline efficiency, gemm and conv2d in two colours."""
+    import matplotlib  # lazily: only the PNG needs it, and it is slow to import
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    colour = {"gemm": "tab:blue", "conv2d": "tab:orange"}
+    kinds = [k for k in colour if any(r.get("kind") == k for r in rows)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, 0.06 * len(rows) + 4), 7), sharex=True)
+    for kind in kinds:
+        xs = [i for i, r in enumerate(rows) if r.get("kind") == kind and r.get("speedup") is not None]
+        ys = [rows[i]["speedup"] for i in xs]
+        top.vlines(xs, 1.0, ys, colors=colour[kind], linewidth=1)
+        top.scatter(xs, ys, s=12, color=colour[kind], label=kind, zorder=3)
+        xs = [i for i, r in enumerate(rows) if r.get("kind") == kind and r.get("verified") is True]
+        bottom.bar(xs, [rows[i]["roofline_efficiency"] for i in xs], color=colour[kind], width=0.8, label=kind)
+    ref = [i for i, r in enumerate(rows) if r.get("ref_verified") is True]
+    bottom.scatter(ref, [rows[i]["ref_roofline_efficiency"] for i in ref], marker="_", s=30,
+                   color="black", label="reference", zorder=3)
+    top.axhline(1.0, color="grey", linewidth=0.8)
+    if any(r.get("speedup") is not None for r in rows):
+        top.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 1.25, not 1.25x10^0
+        top.yaxis.set_major_formatter(plain)
+        top.yaxis.set_minor_formatter(plain)
+        low, high = top.get_ylim()
+        if high / low > 30:  # over decades the minor labels would overlap
+            top.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        top.text(0.5, 0.5, "no operator with a speedup", transform=top.transAxes, ha="center")
+    top.set_ylabel("speedup over VTA's TVM mapping")
+    bottom.set_ylabel("roofline efficiency")
+    bottom.set_ylim(0, 1.05)
+    top.set_title(f"{title}: {len(rows)} operators")
+    for ax in (top, bottom):
+        if kinds:
+            ax.legend(loc="best", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if len(rows) <= 40:  # names stay readable; beyond that the suite order speaks for itself
+        bottom.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=90, fontsize=7)
+    else:
+        bottom.set_xlabel(f"operators in suite order ({len(rows)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    suite: str = "all"
+    only: tuple[str, ...] = ()  # operator names; empty means the whole suite
+    jobs: int = 2
+    board: str = "pynq"
+    out: Path = Path("bench")
+    isa: str | None = None
+    time_limit: float = 10.0
+    seed: int = 0
+
+    def names(self) -> list[str]:
+        """Operator names to run, checked up front so a typo costs nothing."""
+        if not self.only:
+            return names_for(self.suite)
+        return list(dict.fromkeys(deepbench.lookup(n).name for n in self.only))  # canonical, deduplicated
+
+    def check(self) -> None:
+        """Refuse bad options before any work, with the CLI's one-line errors."""
+        if self.suite not in SUITES:
+            raise BadInput(f"unknown suite {self.suite!r}: expected one of {', '.join(SUITES)}")
+        if self.jobs < 1:
+            raise BadInput(f"--jobs must be at least 1, got {self.jobs}")
+        if self.time_limit <= 0:
+            raise BadInput(f"--time-limit must be positive, got {self.time_limit}")
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"--out {str(self.out)!r} exists and is not a directory")
+        board_named(self.board)
+        load_accelerator(self.isa)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    rows: list[dict]
+    summary: dict
+    files: tuple[Path, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.summary["failed"]
+
+
+def _evaluate_safely(name: str, cfg: BenchConfig) -> dict:
+    try:
+        return evaluate(name, cfg.isa, cfg.time_limit, cfg.seed, cfg.board)
+    except Exception as exc:  # noqa: BLE001 (a bug must not throw away the rest of an hour-long sweep)
+        return {"name": name, "board": cfg.board, "verified": False,
+                "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def _rows(names: list[str], cfg: BenchConfig, console) -> list[dict]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    rows: dict[str, dict] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[last]}"))
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"DeepBench {cfg.suite}", total=len(names), last="")
+
+        def done(row: dict) -> None:
+            rows[row["name"]] = row
+            if not row_ok(row):
+                bar.console.print(f"{row['name']}: not verified with both strategies: "
+                                  f"{row.get('error') or row.get('ref_error')}")
+            bar.update(task, advance=1, last=row["name"])
+
+        jobs = min(cfg.jobs, len(names))
+        if jobs <= 1:  # no worker processes to start for one job
+            for name in names:
+                done(_evaluate_safely(name, cfg))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(_evaluate_safely, n, cfg): n for n in names}
+                for fut in as_completed(futures):
+                    try:
+                        done(fut.result())
+                    except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
+                        done({"name": futures[fut], "board": cfg.board, "verified": False,
+                              "error": f"worker failed: {type(exc).__name__}: {exc}"})
+    return [rows[n] for n in names]
+
+
+def run(cfg: BenchConfig, console=None) -> BenchResult:
+    """Check the options, evaluate every operator, write the four files."""
+    cfg.check()
+    names = cfg.names()
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {str(cfg.out)!r}: {exc.strerror}") from None
+    start = time.perf_counter()
+    rows = _rows(names, cfg, console)
+    summary = summarize(rows, time.perf_counter() - start)
+    title = f"DeepBench {cfg.suite}"
+    stem = cfg.out / f"deepbench_{cfg.suite}"
+    files = tuple(stem.with_suffix(s) for s in (".csv", ".json", ".md", ".png"))
+    write_csv(rows, files[0])
+    write_json(rows, summary, files[1])
+    write_markdown(rows, summary, files[2], title)
+    write_plot(rows, files[3], title)
+    return BenchResult(rows, summary, files)
