@@ -4,9 +4,9 @@ Loop nest, per tile step (rt, ct, lt) in plan order, red innermost:
   load    [NOPs that wait for buffer slots]  LOAD INP?  LOAD WGT?
   compute [reset GEMM if first red step]  GEMM  [requant ALUs if last red step]
   store   STORE the finished ACC tile
-One GEMM instruction covers a whole tile step with the hardware loops:
-  outer = red element l, inner = row r, micro-ops = col element j
-  acc = A + r*cols + j   inp = I + r*reds + l   wgt = W + j*reds + l
+The address arithmetic of loads, GEMMs and stores belongs to the layout form:
+MatrixForm here (packed rows x red matrices), DirectForm in embedcsp.direct
+(channel-blocked tensors walked by the filter window).
 Dependency tokens (vta.md 3.1) enforce exactly the orderings the buffers need:
   l2g  the loads of a step are done; compute pops it before that step;
   g2l  the last step reading a slot that a later load overwrites is done;
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from embedcsp.accelerator import MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig
+from embedcsp.direct import DirectForm, direct_element_maps
 from embedcsp.encoding import (
     ALU_MAX,
     ALU_MIN,
@@ -42,6 +43,7 @@ from embedcsp.hazard import gemm_hazard
 from embedcsp.layout import element_map
 from embedcsp.plan import Plan
 from embedcsp.reference import Epilogue
+from embedcsp.steps import Kernels, Step, plan_steps
 
 LOAD, COMPUTE, STORE = "load", "compute", "store"
 PAGE = 4096  # DRAM regions start on page boundaries, as VTA's allocator gives them
@@ -94,108 +96,81 @@ def _kind(insn: Insn) -> str:
     return "finish"
 
 
-class _Kernels:
-    """Micro-op kernels, each placed once in the UOP buffer."""
+class MatrixForm:
+    """Address arithmetic of the packed-matrix layout (AXES in embedcsp.layout).
 
-    def __init__(self) -> None:
-        self.where: dict[tuple, tuple[int, int]] = {}
-        self.dst: list[int] = []
-        self.src: list[int] = []
-        self.wgt: list[int] = []
+    One GEMM covers a tile step with the hardware loops:
+      outer = red element l, inner = row r, micro-ops = col element j
+      acc = A + r*cols + j   inp = I + r*reds + l   wgt = W + j*reds + l
+    """
 
-    def get(self, key: tuple, uops: list[tuple[int, int, int]]) -> tuple[int, int]:
-        if key not in self.where:
-            bgn = len(self.dst)
-            for d, s, w in uops:
-                self.dst.append(d)
-                self.src.append(s)
-                self.wgt.append(w)
-            self.where[key] = (bgn, len(self.dst))
-        return self.where[key]
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        t = plan.tiling
+        self.slot_elems = (t.rows * t.reds, t.cols * t.reds, t.rows * t.cols)  # inp, wgt, acc
 
+    def _extents(self, st: Step) -> tuple[int, int, int]:
+        p, t = self.plan, self.plan.tiling
+        return (min(t.rows, p.n_rows - st.rt * t.rows), min(t.cols, p.n_cols - st.ct * t.cols),
+                min(t.reds, p.n_reds - st.lt * t.reds))
 
-@dataclass
-class _Step:
-    rt: int
-    ct: int
-    lt: int
-    rows: int
-    cols: int
-    reds: int
-    inp_slot: int
-    wgt_slot: int
-    acc_slot: int
-    acc_tile: int
-    load_inp: bool
-    load_wgt: bool
-    first: bool  # first red step of its ACC tile
-    last: bool  # last red step of its ACC tile
-    needs_free: int = -1  # the step whose completion the loads must wait for
-    frees: bool = False  # compute pushes g2l after this step
+    def acc_shape(self, st: Step) -> tuple[int, int]:
+        rows, cols, _ = self._extents(st)
+        return rows, cols
 
+    def load_inp(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        p, t = self.plan, self.plan.tiling
+        rows, _, reds = self._extents(st)
+        return [MemInsn(OP_LOAD, MEM_INP, sram, dram + st.rt * t.rows * p.n_reds + st.lt * t.reds,
+                        rows, reds, p.n_reds)]
 
-class _SlotRing:
-    """Round-robin slots of one scratchpad: which slot a load fills, and what it must wait for."""
+    def load_wgt(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        p, t = self.plan, self.plan.tiling
+        _, cols, reds = self._extents(st)
+        return [MemInsn(OP_LOAD, MEM_WGT, sram, dram + st.ct * t.cols * p.n_reds + st.lt * t.reds,
+                        cols, reds, p.n_reds)]
 
-    def __init__(self, slots: int):
-        self.slots = slots
-        self.tile: tuple | None = None  # the tile loaded last
-        self.loads = 0
-        self.slot = 0
-        self.last_reader: dict[int, int] = {}  # slot -> last step that read it
+    def gemm(self, st: Step, a0: int, i0: int, w0: int, kernels: Kernels) -> list[GemmInsn]:
+        rows, cols, reds = self._extents(st)
+        key = ("gemm", a0, i0, w0, cols, reds)
+        bgn, end = kernels.get(key, lambda: [(a0 + j, i0, w0 + j * reds) for j in range(cols)])
+        assert not gemm_hazard(np.arange(cols), reds, rows, 0, cols), "plan allowed a hazard"
+        return [GemmInsn(False, bgn, end, iter_out=reds, iter_in=rows, dst_factor_out=0,
+                         dst_factor_in=cols, src_factor_out=1, src_factor_in=reds,
+                         wgt_factor_out=1, wgt_factor_in=0)]
 
-    def use(self, tile: tuple, step: int) -> tuple[bool, int]:
-        """Step `step` reads `tile`: (must it be loaded, the step whose reads must end first or -1)."""
-        wait = -1
-        load = tile != self.tile
-        if load:
-            self.slot = self.loads % self.slots
-            self.loads += 1
-            self.tile = tile
-            wait = self.last_reader.get(self.slot, -1)
-        self.last_reader[self.slot] = step
-        return load, wait
+    def store(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        p, t = self.plan, self.plan.tiling
+        rows, cols, _ = self._extents(st)
+        return [MemInsn(OP_STORE, MEM_OUT, sram, dram + st.rt * t.rows * p.n_cols + st.ct * t.cols,
+                        rows, cols, p.n_cols)]
 
 
-def _steps(plan: Plan) -> list[_Step]:
-    """The tile steps in order, with slot choices and the waits they imply."""
-    t = plan.tiling
-    nr, nc, nl = plan.tiles
-    outer_inner = [(a, b) for a in range(nr) for b in range(nc)] if t.outer == "row" else [
-        (a, b) for b in range(nc) for a in range(nr)]
-    steps: list[_Step] = []
-    inp, wgt = _SlotRing(t.inp_slots), _SlotRing(t.wgt_slots)
-    for tile, (rt, ct) in enumerate(outer_inner):
-        for lt in range(nl):
-            s = len(steps)
-            load_inp, wait_inp = inp.use((rt, lt), s)
-            load_wgt, wait_wgt = wgt.use((ct, lt), s)
-            need = max(wait_inp, wait_wgt)
-            steps.append(_Step(
-                rt, ct, lt,
-                rows=min(t.rows, plan.n_rows - rt * t.rows),
-                cols=min(t.cols, plan.n_cols - ct * t.cols),
-                reds=min(t.reds, plan.n_reds - lt * t.reds),
-                inp_slot=inp.slot, wgt_slot=wgt.slot, acc_slot=tile % t.acc_slots, acc_tile=tile,
-                load_inp=load_inp, load_wgt=load_wgt, first=lt == 0, last=lt == nl - 1,
-                needs_free=need,
-            ))
-            if need >= 0:
-                steps[need].frees = True
-    return steps
+def code_form(plan: Plan):
+    """The address arithmetic of the plan's layout form."""
+    if plan.embedding.form == "direct":
+        return DirectForm(plan)
+    return MatrixForm(plan)
 
 
 def element_maps(plan: Plan) -> dict[str, np.ndarray]:
     """The packed layouts; they depend on the embedding only, not on the tiling."""
+    if plan.embedding.form == "direct":
+        return direct_element_maps(plan.embedding)
     return {name: element_map(plan.embedding, name) for name in ("inp", "wgt", "acc")}
+
+
+class UopOverflow(Exception):
+    """The plan's micro-op kernels do not fit the UOP buffer; the planner tries another."""
 
 
 def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None = None) -> Program:
     emb = plan.embedding
     cfg = emb.accelerator.vta
     t = plan.tiling
+    form = code_form(plan)
     maps = maps if maps is not None else element_maps(plan)
-    steps = _steps(plan)
+    steps = plan_steps(plan)
     n_tiles = steps[-1].acc_tile + 1
 
     # DRAM regions; the uop region's size is known only after generation, so it goes last.
@@ -205,26 +180,24 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
         size = int(maps["acc" if name == "out" else name].size)
         regions[name] = Region(offset, size, cfg.elem_bytes(mem))
         offset = -(-(offset + size) // PAGE) * PAGE
-    inp_base = [k * t.rows * t.reds for k in range(t.inp_slots)]
-    wgt_base = [k * t.cols * t.reds for k in range(t.wgt_slots)]
-    acc_base = [k * t.rows * t.cols for k in range(t.acc_slots)]
+    inp_size, wgt_size, acc_size = form.slot_elems
+    inp_base = [k * inp_size for k in range(t.inp_slots)]
+    wgt_base = [k * wgt_size for k in range(t.wgt_slots)]
+    acc_base = [k * acc_size for k in range(t.acc_slots)]
 
-    kernels = _Kernels()
+    kernels = Kernels()
     stream: list[tuple[str, Insn]] = []
     events = [s for s, st in enumerate(steps) if st.frees]  # g2l tokens, in push order
     popped = 0  # g2l tokens the load module has consumed
+    uop_depth = cfg.depth(MEM_UOP)
 
-    for s, st in enumerate(steps):
+    for st in steps:
         # ---- load module
         loads: list[Insn] = []
         if st.load_inp:
-            loads.append(MemInsn(OP_LOAD, MEM_INP, inp_base[st.inp_slot],
-                                 regions["inp"].base + st.rt * t.rows * plan.n_reds + st.lt * t.reds,
-                                 st.rows, st.reds, plan.n_reds))
+            loads += form.load_inp(st, inp_base[st.inp_slot], regions["inp"].base)
         if st.load_wgt:
-            loads.append(MemInsn(OP_LOAD, MEM_WGT, wgt_base[st.wgt_slot],
-                                 regions["wgt"].base + st.ct * t.cols * plan.n_reds + st.lt * t.reds,
-                                 st.cols, st.reds, plan.n_reds))
+            loads += form.load_wgt(st, wgt_base[st.wgt_slot], regions["wgt"].base)
         if loads:
             pops = 0
             while popped < len(events) and events[popped] <= st.needs_free:
@@ -239,22 +212,19 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
         # ---- compute module
         work: list[Insn] = []
         a0, i0, w0 = acc_base[st.acc_slot], inp_base[st.inp_slot], wgt_base[st.wgt_slot]
+        rows, cols = form.acc_shape(st)
         if st.first:
-            bgn, end = kernels.get(("reset", st.acc_slot), [(a0, 0, 0)])
-            work.append(GemmInsn(True, bgn, end, st.rows, st.cols, dst_factor_out=st.cols, dst_factor_in=1))
-        key = ("gemm", st.acc_slot, st.inp_slot, st.wgt_slot, st.cols, st.reds)
-        bgn, end = kernels.get(key, [(a0 + j, i0, w0 + j * st.reds) for j in range(st.cols)])
-        assert not gemm_hazard(np.arange(st.cols), st.reds, st.rows, 0, st.cols), "plan allowed a hazard"
-        work.append(GemmInsn(False, bgn, end, iter_out=st.reds, iter_in=st.rows,
-                             dst_factor_out=0, dst_factor_in=st.cols,
-                             src_factor_out=1, src_factor_in=st.reds,
-                             wgt_factor_out=1, wgt_factor_in=0))
+            bgn, end = kernels.get(("reset", a0), lambda: [(a0, 0, 0)])
+            work.append(GemmInsn(True, bgn, end, rows, cols, dst_factor_out=cols, dst_factor_in=1))
+        work += form.gemm(st, a0, i0, w0, kernels)
         if st.last and epilogue.kind == "requant":
-            bgn, end = kernels.get(("alu", st.acc_slot), [(a0, a0, 0)])
+            bgn, end = kernels.get(("alu", a0), lambda: [(a0, a0, 0)])
             for opcode, imm in ((ALU_SHR, epilogue.shift), (ALU_MIN, 127), (ALU_MAX, -128)):
-                work.append(AluInsn(opcode, bgn, end, st.rows, st.cols, dst_factor_out=st.cols,
-                                    dst_factor_in=1, src_factor_out=st.cols, src_factor_in=1,
+                work.append(AluInsn(opcode, bgn, end, rows, cols, dst_factor_out=cols,
+                                    dst_factor_in=1, src_factor_out=cols, src_factor_in=1,
                                     use_imm=True, imm=imm))
+        if len(kernels.dst) > uop_depth:
+            raise UopOverflow(f"{len(kernels.dst)} micro-ops exceed the UOP buffer's {uop_depth}")
         waits_store = st.first and st.acc_tile >= t.acc_slots
         work[0] = replace(work[0], deps=replace(work[0].deps, pop_prev=bool(loads), pop_next=waits_store))
         work[-1] = replace(work[-1], deps=replace(work[-1].deps, push_prev=st.frees, push_next=st.last))
@@ -264,10 +234,10 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
         if st.last:
             tile = st.acc_tile
             frees_acc = tile + t.acc_slots < n_tiles or tile == n_tiles - 1
-            stream.append((STORE, MemInsn(
-                OP_STORE, MEM_OUT, acc_base[st.acc_slot],
-                regions["out"].base + st.rt * t.rows * plan.n_cols + st.ct * t.cols,
-                st.rows, st.cols, plan.n_cols, deps=Deps(pop_prev=True, push_prev=frees_acc))))
+            stores: list[Insn] = form.store(st, acc_base[st.acc_slot], regions["out"].base)
+            stores[0] = replace(stores[0], deps=Deps(pop_prev=True))
+            stores[-1] = replace(stores[-1], deps=replace(stores[-1].deps, push_prev=frees_acc))
+            stream += [(STORE, i) for i in stores]
 
     assert popped == len(events), "a g2l token was never consumed"
     uops = encode_uops(np.array(kernels.dst), np.array(kernels.src), np.array(kernels.wgt), cfg)

@@ -16,6 +16,8 @@ Constraints (the scalar dataflow, stated per dim)
 Objective (lexicographic, one CP-SAT solve per level)
   1. padded MACs = prod over lane classes of ceil(fused/lanes)*lanes x loops;
   2. bytes of the packed operands in DRAM (padding and im2col duplication);
+     this is where conv2d's direct form (no im2col, embedcsp.direct) wins
+     when it costs no lanes;
   3. a fixed order over the remaining ties, so the answer does not depend on
      the solver's search.
 Always a time limit; one worker and a fixed seed make the result reproducible.
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from embedcsp.accelerator import Accelerator
+from embedcsp.direct import direct_unsupported
 from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
@@ -101,9 +104,12 @@ class _Model:
         for d in op.dims:
             m.add_exactly_one([*self.lane[d.name].values(), self.loop[d.name]])
         self._dataflow()
+        self._form()
         self._costs()
 
     def pin(self, pins: Pins) -> None:
+        if pins.form:
+            self.m.add(self.direct == int(pins.form == "direct"))
         for operand, tensor in pins.binding:
             self.m.add(self.bind[operand][tensor] == 1)
         for dim, role in pins.roles:
@@ -128,6 +134,33 @@ class _Model:
                             m.add_bool_or([self.lane[d.name][r].Not(), b.Not()])
                 if pdim in pattern.output.dims and d.name not in separable:
                     m.add(self.lane[d.name][r] == 0)
+
+    def _form(self) -> None:
+        """The direct conv form (embedcsp.direct): the data tensor stays channel-blocked.
+
+        It needs channels alone on BLOCK_IN, output channels alone on BLOCK_OUT and
+        nothing but the batch on BATCH, so that one inp element is one pixel's
+        channel block and the filter window is address arithmetic.
+        """
+        m, op = self.m, self.op
+        self.direct = m.new_bool_var("direct")
+        if direct_unsupported(op) is not None:
+            m.add(self.direct == 0)
+            return
+        m.add(self.bind["inp"]["data"] == 1).only_enforce_if(self.direct)
+        alone = {"c": "red", "k": "col"}
+        for d in op.dims:
+            for r in ROLES:
+                if alone.get(d.name) == r:
+                    m.add(self.lane[d.name][r] == 1).only_enforce_if(self.direct)
+                elif not (r == "row" and d.name == "n"):
+                    m.add(self.lane[d.name][r] == 0).only_enforce_if(self.direct)
+
+    def _direct_inp_bytes(self, n_on_lanes: bool) -> int:
+        """Bytes of the channel-blocked data tensor in the direct form."""
+        cfg, p = self.acc.vta, self.op.param_dict
+        rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
+        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * p["H"] * p["W"]
 
     def _product(self, name: str, factors: list[tuple[cp_model.IntVar, int]]) -> cp_model.IntVar:
         """prod(ext if flag else 1), as an integer variable."""
@@ -190,9 +223,15 @@ class _Model:
         self.padded_macs = self._mul("padded_macs", rc, self.axis["red"], big)
         # Bytes of the packed operands: inp rows x red, wgt cols x red, out rows x cols (int8 each).
         self.packed_bytes = m.new_int_var(0, 3 * big, "packed_bytes")
-        rr = self._mul("inp_bytes", self.axis["row"], self.axis["red"], big)
+        rr = self._mul("inp_matrix_bytes", self.axis["row"], self.axis["red"], big)
+        inp_bytes = m.new_int_var(0, big, "inp_bytes")
+        m.add(inp_bytes == rr).only_enforce_if(self.direct.Not())
+        if direct_unsupported(op) is None:
+            n_row = self.lane["n"]["row"]
+            m.add(inp_bytes == self._direct_inp_bytes(True)).only_enforce_if([self.direct, n_row])
+            m.add(inp_bytes == self._direct_inp_bytes(False)).only_enforce_if([self.direct, n_row.Not()])
         cr = self._mul("wgt_bytes", self.axis["col"], self.axis["red"], big)
-        m.add(self.packed_bytes == rr + cr + rc)
+        m.add(self.packed_bytes == inp_bytes + cr + rc)
         # A total order for the remaining ties: prefer reduction lanes, then col, then row,
         # on the dims the operator lists first, and inp on the operator's first input.
         weight = 1
@@ -203,6 +242,8 @@ class _Model:
                 weight *= 2
         first = op.inputs[0].name
         terms.append(weight * self.bind["inp"][first].Not())
+        # On a tie in bytes the packed matrix wins: one LOAD per tile instead of one per channel block.
+        terms.append(2 * weight * self.direct)
         self.tie_break = sum(terms)
 
     def embedding(self, solver: cp_model.CpSolver) -> Embedding:
@@ -223,25 +264,38 @@ class _Model:
             else:
                 role = "row" if d in inp.dims else "col"
             loops.append(Loop(d, ext[d], role))
-        return Embedding(op, self.acc, tuple(binding), tuple(groups), tuple(loops))
+        form = "direct" if solver.value(self.direct) else "matrix"
+        return Embedding(op, self.acc, tuple(binding), tuple(groups), tuple(loops), form)
 
 
 @dataclass(frozen=True)
 class Pins:
-    """Choices fixed before solving: operand binding and dim -> lane role ('row', 'col', 'red', 'loop')."""
+    """Choices fixed before solving: operand binding, dim -> lane role ('row', 'col', 'red', 'loop'),
+    and the layout form ('matrix' or 'direct'; '' leaves it to the solver)."""
 
     binding: tuple[tuple[str, str], ...] = ()
     roles: tuple[tuple[str, str], ...] = ()
+    form: str = ""
 
 
 def reference_pins(op: Operator) -> Pins:
-    """VTA's fixed TVM strategy (vta.md 4.3): rows = N, BLOCK_OUT = M, BLOCK_IN = K."""
-    if op.kind != "gemm":
-        raise BadInput(
-            "the reference strategy exists for gemm only: VTA's conv2d reference (NCHW16c, one GEMM "
-            "per filter tap) needs the tap-form code generator, which is not written yet"
-        )
-    return Pins(binding=(("inp", "B"), ("wgt", "A")), roles=(("n", "row"), ("m", "col"), ("k", "red")))
+    """VTA's fixed TVM strategy (vta.md 4.3), whatever it costs.
+
+    gemm: rows = N, BLOCK_OUT = M, BLOCK_IN = K, packed matrices.
+    conv2d: NCHW1n16c data and OIHW16o16i weights read in place, one GEMM
+    micro-op per filter tap: BATCH = n, BLOCK_OUT = k, BLOCK_IN = c, the direct form.
+    Sizes that are not multiples of the lanes are padded, as a TVM user must.
+    """
+    if op.kind == "gemm":
+        return Pins(binding=(("inp", "B"), ("wgt", "A")), roles=(("n", "row"), ("m", "col"), ("k", "red")),
+                    form="matrix")
+    reason = direct_unsupported(op)
+    if reason is not None:
+        raise NoEmbedding(f"the reference strategy reads conv2d data in place, but here {reason}")
+    return Pins(binding=(("inp", "data"), ("wgt", "weight")),
+                roles=(("n", "row"), ("k", "col"), ("c", "red"),
+                       ("p", "loop"), ("q", "loop"), ("r", "loop"), ("s", "loop")),
+                form="direct")
 
 
 def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0,

@@ -72,6 +72,11 @@ class Embedding:
     binding: tuple[tuple[str, str], ...]  # pattern operand -> operator tensor
     groups: tuple[LaneGroup, ...]  # one per role: row, col, red
     loops: tuple[Loop, ...]  # in operator dim order
+    # How inp reaches the accelerator: "matrix" packs the rows x red matrix on the
+    # host (im2col, duplicating overlapping windows); "direct" keeps the tensor
+    # channel-blocked and lets LOAD padding and micro-op arithmetic walk the
+    # filter window (see embedcsp.direct).
+    form: str = "matrix"
 
     @cached_property
     def bound(self) -> dict[str, str]:
@@ -123,6 +128,12 @@ class Embedding:
                 dims = ", ".join(f"{lp.dim}[{lp.extent}]" for lp in loops)
                 lines.append(f"{what} iterate over {dims}")
         lines.append("operands: " + ", ".join(f"{p} <- {t}" for p, t in self.binding))
+        if self.form == "direct":
+            lines.append(f"layout: {self.bound['inp']} stays channel-blocked in DRAM; LOAD pads the borders "
+                         "and micro-ops walk the filter taps (no im2col)")
+        else:
+            lines.append("layout: the host packs inp as a rows x reduction matrix"
+                         + (" (im2col)" if self.operator.kind == "conv2d" else ""))
         return lines
 
     def summary(self) -> dict:
@@ -132,6 +143,7 @@ class Embedding:
                                "padded": g.padded} for g in self.groups},
             "loops": [{"dim": lp.dim, "extent": lp.extent, "role": lp.role} for lp in self.loops],
             "padding_efficiency": self.efficiency,
+            "form": self.form,
         }
 
 

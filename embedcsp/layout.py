@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedcsp.embedding import Embedding, axis_coords
+from embedcsp.operator import Tensor
 
 AXES = {"inp": ("row", "red"), "wgt": ("col", "red"), "acc": ("row", "col")}
 
@@ -42,15 +43,23 @@ def element_map(emb: Embedding, operand: str) -> np.ndarray:
         coords.update(c1)
         shape = (hi - lo, n1, l0, l1)
         valid = v0.reshape(hi - lo, 1, l0, 1) & v1
-        flat = np.zeros(shape, np.int64)
-        stride = 1
-        for index, extent in reversed(list(zip(tensor.access, tensor.shape))):
-            value = np.asarray(index.evaluate(coords), np.int64)
-            valid = valid & (value >= 0) & (value < extent)
-            flat += value * stride
-            stride *= extent
-        out[lo:hi] = np.where(valid, flat, -1)
+        out[lo:hi] = tensor_index(tensor, coords, np.broadcast_to(valid, shape))
     return out
+
+
+def tensor_index(tensor: Tensor, coords: dict[str, np.ndarray], valid: np.ndarray) -> np.ndarray:
+    """int32 flat index of the tensor element at each point, -1 where invalid or out of bounds.
+
+    Out-of-bounds reads are conv2d's zero padding.
+    """
+    flat = np.zeros(valid.shape, np.int64)
+    stride = 1
+    for index, extent in reversed(list(zip(tensor.access, tensor.shape))):
+        value = np.asarray(index.evaluate(coords), np.int64)
+        valid = valid & (value >= 0) & (value < extent)
+        flat = flat + value * stride
+        stride *= extent
+    return np.where(valid, flat, -1).astype(np.int32)
 
 
 @dataclass(frozen=True)

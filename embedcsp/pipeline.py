@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.codegen import Program, element_maps, generate
+from embedcsp.codegen import Program, UopOverflow, element_maps, generate
 from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
+from embedcsp.direct import direct_plans
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
-from embedcsp.errors import BadInput
+from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import Operator
 from embedcsp.plan import MAX_DRAM_BYTES, Plan, candidate_plans
 from embedcsp.reference import Epilogue
@@ -69,15 +70,34 @@ RERANK_MAX_STEPS = 4000
 
 
 def _best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]:
-    """The planner's best few tilings, compiled and ranked by the cycle model."""
+    """The planner's best few tilings, compiled and ranked by the cycle model.
+
+    Tilings whose micro-op kernels overflow the UOP buffer are skipped; a plan
+    beyond RERANK_MAX_STEPS is taken as the estimate ranks it, unsimulated.
+    """
     b = board(options.board)
-    plans = candidate_plans(embedding, options.double_buffer, b.bus_bytes, options.plan_candidates)
+    if embedding.form == "direct":
+        plans = direct_plans(embedding, options.double_buffer, b.bus_bytes)
+    else:
+        plans = candidate_plans(embedding, options.double_buffer, b.bus_bytes, options.plan_candidates)
     maps = element_maps(plans[0])
-    plans = [p for p in plans if p.steps <= RERANK_MAX_STEPS] or plans[:1]
     best = None
+    ranked = 0
     for plan in plans:
-        program = generate(plan, options.epilogue, maps)
-        cycles = simulate(list(program.insns), program.config, b).cycles if len(plans) > 1 else 0
+        if best is not None and plan.steps > RERANK_MAX_STEPS:
+            continue
+        try:
+            program = generate(plan, options.epilogue, maps)
+        except UopOverflow:
+            continue
+        if best is None and plan.steps > RERANK_MAX_STEPS:
+            return plan, program
+        cycles = simulate(list(program.insns), program.config, b).cycles
         if best is None or cycles < best[0]:
             best = (cycles, plan, program)
+        ranked += 1
+        if ranked == options.plan_candidates:
+            break
+    if best is None:
+        raise NoEmbedding("no tiling's micro-op kernels fit this VTA's UOP buffer")
     return best[1], best[2]

@@ -45,6 +45,10 @@ class Tiling:
     inp_slots: int
     wgt_slots: int
     acc_slots: int
+    # The direct conv form (embedcsp.direct) tiles output pixels, not matrix rows:
+    # then rows = output rows per tile, width = output columns per tile and
+    # reds = channel blocks (each with every filter tap). 0 in the matrix form.
+    width: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,16 +60,12 @@ class Plan:
     tiling: Tiling
     estimated_cycles: int
     dram_load_bytes: int
+    tiles: tuple[int, int, int]  # row, col and red tiles
 
     @property
     def steps(self) -> int:
         nr, nc, nl = self.tiles
         return nr * nc * nl
-
-    @property
-    def tiles(self) -> tuple[int, int, int]:
-        t = self.tiling
-        return (-(-self.n_rows // t.rows), -(-self.n_cols // t.cols), -(-self.n_reds // t.reds))
 
 
 def _edges(n: int, tile: int) -> set[int]:
@@ -80,7 +80,7 @@ def _hazard_free(n_rows: int, n_cols: int, n_reds: int, tr: int, tc: int, tl: in
     return True
 
 
-def _candidates(n: int, cap: int) -> list[int]:
+def candidate_extents(n: int, cap: int) -> list[int]:
     """Tile extents worth trying: powers of two and even splits of n, within cap."""
     if cap < 1:
         return []
@@ -122,12 +122,16 @@ def estimate(cfg: VtaConfig, n_rows: int, n_cols: int, n_reds: int, t: Tiling,
     compute = n_rows * n_cols * n_reds + nr * nc * (t.rows * t.cols + INSN_OVERHEAD) + steps * INSN_OVERHEAD
     load = (inp_bytes + wgt_bytes) // bus_bytes + (inp_rows + wgt_rows) * ROW_OVERHEAD + steps * INSN_OVERHEAD
     store = n_rows * n_cols * cfg.out_elem_bytes // bus_bytes + n_rows * ROW_OVERHEAD * nc
-    overlapped = t.inp_slots > 1 and t.wgt_slots > 1
-    if overlapped:
+    return overlap_cycles(compute, load, store, t), int(inp_bytes + wgt_bytes)
+
+
+def overlap_cycles(compute: int, load: int, store: int, t: Tiling) -> int:
+    """Module times combined: overlapped when the scratchpads are double-buffered, else serial."""
+    if t.inp_slots > 1 and t.wgt_slots > 1:
         cycles = max(compute, load, store if t.acc_slots > 1 else 0) + (0 if t.acc_slots > 1 else store)
     else:
         cycles = compute + load + store
-    return int(cycles), int(inp_bytes + wgt_bytes)
+    return int(cycles)
 
 
 def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int = BUS_BYTES,
@@ -152,9 +156,9 @@ def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int =
     d_inp, d_wgt, d_acc, d_uop = (cfg.depth(m) for m in (MEM_INP, MEM_WGT, MEM_ACC, MEM_UOP))
     scored = []
     for slots in ((2, 1) if double_buffer else (1,)):
-        for tl in _candidates(n_reds, d_wgt // slots):
-            for tc in _candidates(n_cols, d_wgt // (slots * tl)):
-                for tr in _candidates(n_rows, min(d_inp // (slots * tl), d_acc // (slots * tc))):
+        for tl in candidate_extents(n_reds, d_wgt // slots):
+            for tc in candidate_extents(n_cols, d_wgt // (slots * tl)):
+                for tr in candidate_extents(n_rows, min(d_inp // (slots * tl), d_acc // (slots * tc))):
                     for outer in ("row", "col"):
                         t = Tiling(tr, tc, tl, outer, slots, slots, slots)
                         if uop_budget(t) <= d_uop:
@@ -164,7 +168,8 @@ def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int =
     plans = []
     for (cycles, load, *_), t in scored:
         if _hazard_free(n_rows, n_cols, n_reds, t.rows, t.cols, t.reds):
-            plans.append(Plan(emb, n_rows, n_cols, n_reds, t, cycles, load))
+            tiles = (-(-n_rows // t.rows), -(-n_cols // t.cols), -(-n_reds // t.reds))
+            plans.append(Plan(emb, n_rows, n_cols, n_reds, t, cycles, load, tiles))
             if len(plans) == count:
                 break
     if not plans:

@@ -1,4 +1,7 @@
-"""The reference strategy is VTA's fixed TVM layout: M and K padded to 16, N on the rows."""
+"""The reference strategy is VTA's fixed TVM layout: M and K padded to 16, N on the rows.
+
+conv2d's reference (NCHW16c read in place) is tested in test_direct.py.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import math
 import pytest
 
 from embedcsp.accelerator import load_accelerator
-from embedcsp.errors import BadInput
-from embedcsp.operator import conv2d, gemm
+from embedcsp.operator import gemm
 from embedcsp.pipeline import Options
 from embedcsp.report import solve_and_verify
 
@@ -33,8 +35,3 @@ def test_solver_beats_reference_where_the_fixed_layout_pads():
     ref = solve_and_verify(op, ACC, Options(strategy="reference"), seed=0)
     assert ours.compiled.embedding.efficiency > 0.99 > 0.73 > ref.compiled.embedding.efficiency
     assert ours.timing.cycles < ref.timing.cycles
-
-
-def test_reference_conv_is_refused_with_a_reason():
-    with pytest.raises(BadInput, match="tap-form"):
-        solve_and_verify(conv2d(1, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1), ACC, Options(strategy="reference"))

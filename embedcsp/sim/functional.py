@@ -242,7 +242,7 @@ class Machine:
             self.acc[acc_idx] = 0
             return
         self.counters.gemm_uops += n_out * n_in * len(d)
-        roles = _dense_roles(axes)
+        roles = _dense_roles(axes[:2] + _factor_uops(axes[2]))
         if roles is None:
             self._gemm_generic(axes, a0, i0, w0, module, seq, vc, what)
             return
@@ -334,12 +334,31 @@ def _alu(opcode: int, x: np.ndarray, y) -> np.ndarray:
     return (r & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
+def _factor_uops(offs: tuple[np.ndarray, ...]) -> list[tuple[np.ndarray, ...]]:
+    """Split a kernel's micro-op axis into a product of axes, outer to inner, where it is one.
+
+    A direct-conv kernel (taps x unrolled columns x output blocks) is such a
+    product; splitting it lets the dense block-product path below run it.
+    """
+    n = len(offs[0])
+    for m in range(2, n):
+        if n % m:
+            continue
+        inner = tuple(o[:m] for o in offs)
+        outer = tuple(o[::m] for o in offs)
+        if all(np.array_equal(o.reshape(n // m, m), a[:, None] + b[None, :])
+               for o, a, b in zip(offs, outer, inner)):
+            return _factor_uops(outer) + _factor_uops(inner)
+    return [offs]
+
+
 def _dense_roles(axes):
-    """Match the three loop axes (y, x, micro-op) to a dense block product.
+    """Match the loop axes (y, x, micro-op factors) to a dense block product.
 
     Returns ((acc, inp) offsets along the row axis, (acc, wgt) along the col
     axis, (inp, wgt) along the red axis), or None when the instruction is not
-    such a product (then the generic path runs).
+    such a product (then the generic path runs). Several axes of one role are
+    flattened into one, outer to inner.
     """
     want = {"R": (0, 1), "J": (0, 2), "L": (1, 2)}
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -348,15 +367,18 @@ def _dense_roles(axes):
         if n == 1:
             continue
         touched = {k for k in range(3) if np.any(offs[k] != 0)}
-        role = next((r for r, ks in want.items() if touched <= set(ks) and touched and r not in found), None)
+        role = next((r for r, ks in want.items() if touched <= set(ks) and touched), None)
         if role is None:
             return None
-        # Offsets along one axis must be distinct, or two iterations would collide.
-        for k in want[role]:
-            if k in touched and len(np.unique(offs[k])) != n:
-                return None
         ks = want[role]
-        found[role] = (offs[ks[0]], offs[ks[1]])
+        pair = (offs[ks[0]], offs[ks[1]])
+        if role in found:
+            pair = tuple((a[:, None] + b[None, :]).reshape(-1) for a, b in zip(found[role], pair))
+        found[role] = pair
+    for role, ks in want.items():
+        # Offsets along one axis must be distinct, or two iterations would collide.
+        if role in found and any(np.any(o != 0) and len(np.unique(o)) != len(o) for o in found[role]):
+            return None
     zero = (np.zeros(1, np.int64), np.zeros(1, np.int64))
     return tuple(found.get(r, zero) for r in ("R", "J", "L"))
 

@@ -1,0 +1,295 @@
+"""The direct form of conv2d: the filter window walked by VTA itself, no im2col.
+
+With input channels on the BLOCK_IN lanes, output channels on BLOCK_OUT and
+(optionally) the batch on BATCH, the data tensor can stay in DRAM as it is,
+only channel-blocked:
+    inp  [images][CB][H][W]   elements of BATCH x BLOCK_IN (NCHW1n16c for VTA)
+    wgt  [KB][CB][R][S]       elements of BLOCK_OUT x BLOCK_IN
+    acc  [images][P][Q][KB]   elements of BATCH x BLOCK_OUT
+A row tile is `rows` output rows by `width` output columns of one image; its
+input window, (rows-1)*sh+R by (width-1)*sw+S, is loaded one channel block at
+a time, and LOAD's zero padding (up to 15 per side) supplies the border, so
+the host neither pads nor duplicates anything. The GEMM walks the taps:
+    iter_out = output row p    (acc += width*cols,  inp += sh*Wt)
+    iter_in  = output column q (acc += cols,        inp += sw)
+    micro-ops = (cb, r, s, j)  (acc j, inp cb*Ht*Wt + r*Wt + s, wgt ((j*cbt + cb)*R + r)*S + s)
+When few output blocks make that kernel write one ACC element within two
+micro-ops (the GEMM pipeline hazard), columns are unrolled into the kernel, or
+as a last resort each tap gets its own GEMM.
+This is VTA's own conv2d strategy (one GEMM per filter tap over NCHW16c data)
+and the layout the reference strategy uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedcsp.accelerator import (
+    MEM_ACC,
+    MEM_INP,
+    MEM_OUT,
+    MEM_WGT,
+    MEMOP_PAD_BITS,
+)
+from embedcsp.embedding import Embedding
+from embedcsp.encoding import OP_LOAD, OP_STORE, GemmInsn, MemInsn
+from embedcsp.hazard import gemm_hazard
+from embedcsp.operator import Operator
+from embedcsp.plan import (
+    BUS_BYTES,
+    INSN_OVERHEAD,
+    ROW_OVERHEAD,
+    Plan,
+    Tiling,
+    candidate_extents,
+    overlap_cycles,
+)
+from embedcsp.steps import Kernels, Step
+
+PAD_LIMIT = (1 << MEMOP_PAD_BITS) - 1  # LOAD pads at most this many elements per side
+MAX_UNROLL = 8  # output columns unrolled into one tap kernel, at most
+
+
+def direct_unsupported(op: Operator) -> str | None:
+    """Why the operator has no direct form, or None when it has one."""
+    if op.kind != "conv2d":
+        return f"{op.kind} has no filter window"
+    p = op.param_dict
+    if max(p["pad_h"], p["pad_w"]) > PAD_LIMIT:
+        return f"padding above {PAD_LIMIT} is beyond what LOAD can insert"
+    if p["pad_h"] >= p["R"] or p["pad_w"] >= p["S"]:
+        return "padding as wide as the filter leaves windows with no data in them"
+    return None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The direct form's geometry, in hardware elements."""
+
+    images: int  # BATCH-lane chunks of n when n is on the lanes, else N
+    n_lanes: bool
+    P: int
+    Q: int
+    H: int
+    W: int
+    R: int
+    S: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    CB: int  # channel blocks (BLOCK_IN lanes)
+    KB: int  # output blocks (BLOCK_OUT lanes)
+
+    @classmethod
+    def of(cls, emb: Embedding) -> Window:
+        op, p = emb.operator, emb.operator.param_dict
+        red, col, row = emb.group("red"), emb.group("col"), emb.group("row")
+        assert emb.form == "direct" and red.dims == ("c",) and col.dims == ("k",) and row.dims in ((), ("n",))
+        n_lanes = row.dims == ("n",)
+        return cls(images=row.chunks if n_lanes else p["N"], n_lanes=n_lanes,
+                   P=op.extents["p"], Q=op.extents["q"], H=p["H"], W=p["W"], R=p["R"], S=p["S"],
+                   sh=p["stride_h"], sw=p["stride_w"], ph=p["pad_h"], pw=p["pad_w"],
+                   CB=red.chunks, KB=col.chunks)
+
+    def window(self, rows: int, width: int) -> tuple[int, int]:
+        """Input rows and columns an output tile of rows x width reads."""
+        return (rows - 1) * self.sh + self.R, (width - 1) * self.sw + self.S
+
+
+def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
+    """Tensor flat index per lane, -1 for a zero lane, in DRAM order (see module doc)."""
+    g = Window.of(emb)
+    cfg = emb.accelerator.vta
+    p = emb.operator.param_dict
+    N, C, K = p["N"], p["C"], p["K"]
+    B, BI, BO = cfg.batch, cfg.block_in, cfg.block_out
+
+    def batch(img: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = img * B + b if g.n_lanes else img + 0 * b
+        return n, (n < N) & (g.n_lanes | (b == 0))
+
+    i = np.ogrid[:g.images, :g.CB, :g.H, :g.W, :B, :BI]
+    n, ok = batch(i[0], i[4])
+    c = i[1] * BI + i[5]
+    inp = np.where(ok & (c < C), ((n * C + c) * g.H + i[2]) * g.W + i[3], -1)
+    o = np.ogrid[:g.KB, :g.CB, :g.R, :g.S, :BO, :BI]
+    k, c = o[0] * BO + o[4], o[1] * BI + o[5]
+    wgt = np.where((k < K) & (c < C), ((k * C + c) * g.R + o[2]) * g.S + o[3], -1)
+    a = np.ogrid[:g.images, :g.P, :g.Q, :g.KB, :B, :BO]
+    n, ok = batch(a[0], a[4])
+    k = a[3] * BO + a[5]
+    acc = np.where(ok & (k < K), ((n * K + k) * g.P + a[1]) * g.Q + a[2], -1)
+    return {name: np.ascontiguousarray(m, np.int32) for name, m in (("inp", inp), ("wgt", wgt), ("acc", acc))}
+
+
+def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES) -> list[Plan]:
+    """Every tiling that fits the buffers, fastest first by the estimate."""
+    g = Window.of(emb)
+    cfg = emb.accelerator.vta
+    d_inp, d_wgt, d_acc = (cfg.depth(m) for m in (MEM_INP, MEM_WGT, MEM_ACC))
+    taps = g.R * g.S
+    n_rows, n_reds = g.images * g.P * g.Q, g.CB * taps
+    scored = []
+    for slots in ((2, 1) if double_buffer else (1,)):
+        for cbt in candidate_extents(g.CB, d_wgt // (slots * taps)):
+            for kbt in candidate_extents(g.KB, d_wgt // (slots * taps * cbt)):
+                for pt in candidate_extents(g.P, d_acc // (slots * kbt)):
+                    for qt in candidate_extents(g.Q, d_acc // (slots * kbt * pt)):
+                        ht, wt = g.window(pt, qt)
+                        if cbt * ht * wt > d_inp // slots:
+                            continue
+                        for outer in ("row", "col"):
+                            t = Tiling(pt, kbt, cbt, outer, slots, slots, slots, width=qt)
+                            cycles, load = _estimate(emb, g, t, bus_bytes)
+                            scored.append(((cycles, load, -pt * qt * kbt * cbt, outer, slots), t))
+    scored.sort(key=lambda item: item[0])
+    grid = lambda t: (g.images * -(-g.P // t.rows) * -(-g.Q // t.width),  # noqa: E731
+                      -(-g.KB // t.cols), -(-g.CB // t.reds))
+    return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, grid(t)) for (cycles, load, *_), t in scored]
+
+
+def _estimate(emb: Embedding, g: Window, t: Tiling, bus_bytes: int) -> tuple[int, int]:
+    """(cycles, DRAM bytes loaded), the same overlap model as the matrix form's estimate."""
+    cfg = emb.accelerator.vta
+    nr = g.images * -(-g.P // t.rows) * -(-g.Q // t.width)
+    nc, nl = -(-g.KB // t.cols), -(-g.CB // t.reds)
+    ht, wt = g.window(t.rows, t.width)
+    taps = g.R * g.S
+    inp_once = nr * g.CB * ht * wt * cfg.inp_elem_bytes  # halos included
+    wgt_once = g.KB * g.CB * taps * cfg.wgt_elem_bytes
+    inp_times = 1 if (nl == 1 and t.outer == "row") or (nr == 1 and nl == 1) else nc
+    wgt_times = 1 if (nl == 1 and t.outer == "col") or (nc == 1 and nl == 1) else nr
+    inp_rows = nr * g.CB * ht * inp_times
+    wgt_rows = g.KB * nl * wgt_times
+    steps = nr * nc * nl
+    out_rows = g.images * g.P * g.Q
+    compute = (out_rows * g.KB * g.CB * taps + nr * nc * (t.rows * t.width * t.cols + INSN_OVERHEAD)
+               + steps * INSN_OVERHEAD)
+    load = ((inp_once * inp_times + wgt_once * wgt_times) // bus_bytes
+            + (inp_rows + wgt_rows) * ROW_OVERHEAD + (steps + nr * g.CB * nl) * INSN_OVERHEAD)
+    stores = nr * nc * (1 if t.width == g.Q else t.rows)
+    store = out_rows * g.KB * cfg.out_elem_bytes // bus_bytes + (out_rows + stores) * ROW_OVERHEAD
+    return overlap_cycles(compute, load, store, t), inp_once * inp_times + wgt_once * wgt_times
+
+
+@dataclass(frozen=True)
+class _Tile:
+    img: int
+    p0: int
+    rows: int
+    q0: int
+    width: int
+    kb0: int
+    cols: int
+    cb0: int
+    reds: int  # channel blocks
+    ht: int
+    wt: int
+
+
+class DirectForm:
+    """Loads, GEMMs and stores of one direct-form plan (the interface of codegen.MatrixForm)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.g = g = Window.of(plan.embedding)
+        t = plan.tiling
+        ht, wt = g.window(t.rows, t.width)
+        self.slot_elems = (t.reds * ht * wt, t.cols * t.reds * g.R * g.S, t.rows * t.width * t.cols)
+        self.p_tiles, self.q_tiles = -(-g.P // t.rows), -(-g.Q // t.width)
+
+    def _tile(self, st: Step) -> _Tile:
+        g, t = self.g, self.plan.tiling
+        img, rest = divmod(st.rt, self.p_tiles * self.q_tiles)
+        pi, qi = divmod(rest, self.q_tiles)
+        p0, q0, kb0, cb0 = pi * t.rows, qi * t.width, st.ct * t.cols, st.lt * t.reds
+        rows, width = min(t.rows, g.P - p0), min(t.width, g.Q - q0)
+        ht, wt = g.window(rows, width)
+        return _Tile(img, p0, rows, q0, width, kb0, min(t.cols, g.KB - kb0), cb0,
+                     min(t.reds, g.CB - cb0), ht, wt)
+
+    def acc_shape(self, st: Step) -> tuple[int, int]:
+        x = self._tile(st)
+        return x.rows * x.width, x.cols
+
+    def load_inp(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        g, x = self.g, self._tile(st)
+        h0, w0 = x.p0 * g.sh - g.ph, x.q0 * g.sw - g.pw  # window origin, may lie in the padding
+        y0, y1 = max(0, -h0), max(0, h0 + x.ht - g.H)
+        x0, x1 = max(0, -w0), max(0, w0 + x.wt - g.W)
+        assert x.ht > y0 + y1 and x.wt > x0 + x1, "a window without data (direct_unsupported let it in)"
+        return [MemInsn(OP_LOAD, MEM_INP, sram + c * x.ht * x.wt,
+                        dram + ((x.img * g.CB + x.cb0 + c) * g.H + h0 + y0) * g.W + w0 + x0,
+                        x.ht - y0 - y1, x.wt - x0 - x1, g.W, y0, y1, x0, x1)
+                for c in range(x.reds)]
+
+    def load_wgt(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        g, x = self.g, self._tile(st)
+        taps = g.R * g.S
+        return [MemInsn(OP_LOAD, MEM_WGT, sram, dram + (x.kb0 * g.CB + x.cb0) * taps,
+                        x.cols, x.reds * taps, g.CB * taps)]
+
+    def store(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
+        g, x = self.g, self._tile(st)
+
+        def row(p: int) -> int:  # DRAM element of output pixel (p, q0), block kb0
+            return dram + ((x.img * g.P + p) * g.Q + x.q0) * g.KB + x.kb0
+
+        if x.width == g.Q:  # whole output rows are contiguous in DRAM
+            return [MemInsn(OP_STORE, MEM_OUT, sram, row(x.p0), x.rows * g.Q, x.cols, g.KB)]
+        return [MemInsn(OP_STORE, MEM_OUT, sram + p * x.width * x.cols, row(x.p0 + p), x.width, x.cols, g.KB)
+                for p in range(x.rows)]
+
+    def gemm(self, st: Step, a0: int, i0: int, w0: int, kernels: Kernels) -> list[GemmInsn]:
+        g, x = self.g, self._tile(st)
+        taps = [(c, r, s) for c in range(x.reds) for r in range(g.R) for s in range(g.S)]
+        unroll = _unroll(x, len(taps))
+        if unroll is None:
+            return [self._per_tap(x, tap, a0, i0, w0, kernels) for tap in taps]
+
+        def kernel() -> list[tuple[int, int, int]]:
+            return [(a0 + u * x.cols + j, i0 + self._src(x, tap) + u * g.sw, w0 + self._wgt(x, tap, j))
+                    for tap in taps for u in range(unroll) for j in range(x.cols)]
+
+        bgn, end = kernels.get(("direct", a0, i0, w0, x.ht, x.wt, x.cols, x.reds, unroll), kernel)
+        return [GemmInsn(False, bgn, end, iter_out=x.rows, iter_in=x.width // unroll,
+                         dst_factor_out=x.width * x.cols if x.rows > 1 else 0,
+                         dst_factor_in=unroll * x.cols, src_factor_out=g.sh * x.wt if x.rows > 1 else 0,
+                         src_factor_in=unroll * g.sw)]
+
+    def _per_tap(self, x: _Tile, tap: tuple[int, int, int], a0: int, i0: int, w0: int,
+                 kernels: Kernels) -> GemmInsn:
+        """One GEMM for one filter tap: every micro-op writes its own ACC element, so no hazard."""
+        g = self.g
+        kernel = lambda: [(a0 + j, i0 + self._src(x, tap), w0 + self._wgt(x, tap, j))  # noqa: E731
+                          for j in range(x.cols)]
+        bgn, end = kernels.get(("tap", a0, i0, w0, x.ht, x.wt, x.cols, x.reds, tap), kernel)
+        return GemmInsn(False, bgn, end, iter_out=x.rows, iter_in=x.width,
+                        dst_factor_out=x.width * x.cols if x.rows > 1 else 0, dst_factor_in=x.cols,
+                        src_factor_out=g.sh * x.wt if x.rows > 1 else 0, src_factor_in=g.sw)
+
+    def _src(self, x: _Tile, tap: tuple[int, int, int]) -> int:
+        c, r, s = tap
+        return c * x.ht * x.wt + r * x.wt + s
+
+    def _wgt(self, x: _Tile, tap: tuple[int, int, int], j: int) -> int:
+        c, r, s = tap
+        return ((j * x.reds + c) * self.g.R + r) * self.g.S + s
+
+
+def _unroll(x: _Tile, taps: int) -> int | None:
+    """Output columns per kernel that keep the tap loop hazard-free, or None for one GEMM per tap."""
+    for u in range(1, x.width + 1):
+        if x.width % u:
+            continue
+        if u > MAX_UNROLL:
+            break  # the kernel grows with u; beyond this, per-tap GEMMs cost less UOP space
+        shown = min(taps, 3)  # the dst pattern repeats per tap; three taps show every step
+        dst = np.tile((np.arange(u)[:, None] * x.cols + np.arange(x.cols)[None, :]).reshape(-1), shown)
+        f_out = x.width * x.cols if x.rows > 1 else 0
+        if not gemm_hazard(dst, x.rows, x.width // u, f_out, u * x.cols):
+            return u
+    return None
