@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.direct import direct_unsupported
+from embedcsp.direct import direct_unsupported, host_padding
 from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
@@ -160,7 +160,8 @@ class _Model:
         """Bytes of the channel-blocked data tensor in the direct form."""
         cfg, p = self.acc.vta, self.op.param_dict
         rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
-        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * p["H"] * p["W"]
+        hp, wp = host_padding(self.op)
+        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * (p["H"] + 2 * hp) * (p["W"] + 2 * wp)
 
     def _product(self, name: str, factors: list[tuple[cp_model.IntVar, int]]) -> cp_model.IntVar:
         """prod(ext if flag else 1), as an integer variable."""

@@ -9,7 +9,8 @@ only channel-blocked:
 A row tile is `rows` output rows by `width` output columns of one image; its
 input window, (rows-1)*sh+R by (width-1)*sw+S, is loaded one channel block at
 a time, and LOAD's zero padding (up to 15 per side) supplies the border, so
-the host neither pads nor duplicates anything. The GEMM walks the taps:
+the host neither pads nor duplicates anything (except a border LOAD cannot
+express: wider than 15, or as wide as the filter, see host_padding). The GEMM walks the taps:
     iter_out = output row p    (acc += width*cols,  inp += sh*Wt)
     iter_in  = output column q (acc += cols,        inp += sw)
     micro-ops = (cb, r, s, j)  (acc j, inp cb*Ht*Wt + r*Wt + s, wgt ((j*cbt + cb)*R + r)*S + s)
@@ -56,12 +57,15 @@ def direct_unsupported(op: Operator) -> str | None:
     """Why the operator has no direct form, or None when it has one."""
     if op.kind != "conv2d":
         return f"{op.kind} has no filter window"
-    p = op.param_dict
-    if max(p["pad_h"], p["pad_w"]) > PAD_LIMIT:
-        return f"padding above {PAD_LIMIT} is beyond what LOAD can insert"
-    if p["pad_h"] >= p["R"] or p["pad_w"] >= p["S"]:
-        return "padding as wide as the filter leaves windows with no data in them"
     return None
+
+
+def host_padding(op: Operator) -> tuple[int, int]:
+    """Border the host must write into DRAM itself: LOAD pads at most PAD_LIMIT per side, and a
+    padding as wide as the filter would leave windows with no data, which LOAD cannot express."""
+    p = op.param_dict
+    return tuple(pad if pad > PAD_LIMIT or pad >= f else 0  # type: ignore[return-value]
+                 for pad, f in ((p["pad_h"], p["R"]), (p["pad_w"], p["S"])))
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ class Window:
     pw: int
     CB: int  # channel blocks (BLOCK_IN lanes)
     KB: int  # output blocks (BLOCK_OUT lanes)
+    hp: int = 0  # border the host writes (host_padding); LOAD pads the rest
+    wp: int = 0
+
+    @property
+    def stored(self) -> tuple[int, int]:
+        """Rows and columns of one channel block of the image in DRAM."""
+        return self.H + 2 * self.hp, self.W + 2 * self.wp
 
     @classmethod
     def of(cls, emb: Embedding) -> Window:
@@ -92,7 +103,7 @@ class Window:
         return cls(images=row.chunks if n_lanes else p["N"], n_lanes=n_lanes,
                    P=op.extents["p"], Q=op.extents["q"], H=p["H"], W=p["W"], R=p["R"], S=p["S"],
                    sh=p["stride_h"], sw=p["stride_w"], ph=p["pad_h"], pw=p["pad_w"],
-                   CB=red.chunks, KB=col.chunks)
+                   CB=red.chunks, KB=col.chunks, hp=host_padding(op)[0], wp=host_padding(op)[1])
 
     def window(self, rows: int, width: int) -> tuple[int, int]:
         """Input rows and columns an output tile of rows x width reads."""
@@ -111,10 +122,13 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
         n = img * B + b if g.n_lanes else img + 0 * b
         return n, (n < N) & (g.n_lanes | (b == 0))
 
-    i = np.ogrid[:g.images, :g.CB, :g.H, :g.W, :B, :BI]
+    hs, ws = g.stored
+    i = np.ogrid[:g.images, :g.CB, :hs, :ws, :B, :BI]
     n, ok = batch(i[0], i[4])
     c = i[1] * BI + i[5]
-    inp = np.where(ok & (c < C), ((n * C + c) * g.H + i[2]) * g.W + i[3], -1)
+    h, w = i[2] - g.hp, i[3] - g.wp
+    inside = (h >= 0) & (h < g.H) & (w >= 0) & (w < g.W)
+    inp = np.where(ok & (c < C) & inside, ((n * C + c) * g.H + h) * g.W + w, -1)
     o = np.ogrid[:g.KB, :g.CB, :g.R, :g.S, :BO, :BI]
     k, c = o[0] * BO + o[4], o[1] * BI + o[5]
     wgt = np.where((k < K) & (c < C), ((k * C + c) * g.R + o[2]) * g.S + o[3], -1)
@@ -217,13 +231,15 @@ class DirectForm:
 
     def load_inp(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         g, x = self.g, self._tile(st)
-        h0, w0 = x.p0 * g.sh - g.ph, x.q0 * g.sw - g.pw  # window origin, may lie in the padding
-        y0, y1 = max(0, -h0), max(0, h0 + x.ht - g.H)
-        x0, x1 = max(0, -w0), max(0, w0 + x.wt - g.W)
-        assert x.ht > y0 + y1 and x.wt > x0 + x1, "a window without data (direct_unsupported let it in)"
+        hs, ws = g.stored
+        # Window origin in stored coordinates; it may lie in the border LOAD pads.
+        h0, w0 = x.p0 * g.sh - g.ph + g.hp, x.q0 * g.sw - g.pw + g.wp
+        y0, y1 = max(0, -h0), max(0, h0 + x.ht - hs)
+        x0, x1 = max(0, -w0), max(0, w0 + x.wt - ws)
+        assert x.ht > y0 + y1 and x.wt > x0 + x1, "a window without data (host_padding should cover it)"
         return [MemInsn(OP_LOAD, MEM_INP, sram + c * x.ht * x.wt,
-                        dram + ((x.img * g.CB + x.cb0 + c) * g.H + h0 + y0) * g.W + w0 + x0,
-                        x.ht - y0 - y1, x.wt - x0 - x1, g.W, y0, y1, x0, x1)
+                        dram + ((x.img * g.CB + x.cb0 + c) * hs + h0 + y0) * ws + w0 + x0,
+                        x.ht - y0 - y1, x.wt - x0 - x1, ws, y0, y1, x0, x1)
                 for c in range(x.reds)]
 
     def load_wgt(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
