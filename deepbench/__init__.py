@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 from embedcsp.errors import BadInput
+from embedcsp.operator import Operator, conv2d, gemm
 
 __all__ = [
     "SUITES",
@@ -53,6 +54,9 @@ class GemmProblem:
         """Stable identifier used by the CLI and in reports, e.g. ``gemm-server-2``."""
         return f"gemm-{self.suite}-{self.index}"
 
+    def operator(self) -> Operator:
+        return gemm(self.m, self.n, self.k)
+
 
 @dataclass(frozen=True)
 class ConvProblem:
@@ -83,6 +87,10 @@ class ConvProblem:
     def name(self) -> str:
         """Stable identifier used by the CLI and in reports, e.g. ``conv-server-1``."""
         return f"conv-{self.suite}-{self.index}"
+
+    def operator(self) -> Operator:
+        return conv2d(self.n, self.c, self.h, self.w, self.k, self.r, self.s,
+                      self.pad_h, self.pad_w, self.stride_h, self.stride_w)
 
     @property
     def out_h(self) -> int:

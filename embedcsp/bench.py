@@ -22,7 +22,7 @@ from embedcsp import deepbench
 from embedcsp.accelerator import load_accelerator
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
-from embedcsp.operator import Operator, conv2d, gemm
+from embedcsp.operator import Operator
 from embedcsp.pipeline import Options
 from embedcsp.report import Outcome, solve_and_verify
 from embedcsp.sim.timing import board as board_named
@@ -50,9 +50,7 @@ class Case:
 def deepbench_case(name: str) -> Case:
     """A DeepBench operator by name; unknown names raise BadInput with a hint."""
     p = deepbench.lookup(name)
-    if isinstance(p, deepbench.GemmProblem):
-        return Case(p.name, gemm(p.m, p.n, p.k))
-    return Case(p.name, conv2d(p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.pad_h, p.pad_w, p.stride_h, p.stride_w))
+    return Case(p.name, p.operator())
 
 
 def names_for(suite: str) -> list[str]:

@@ -164,10 +164,7 @@ def solve_deepbench(
 
 
 def deepbench_operator(name: str) -> Operator:
-    p = deepbench.lookup(name)
-    if isinstance(p, deepbench.GemmProblem):
-        return gemm(p.m, p.n, p.k)
-    return conv2d(p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.pad_h, p.pad_w, p.stride_h, p.stride_w)
+    return deepbench.lookup(name).operator()
 
 
 @deepbench_app.command("list")

@@ -74,8 +74,8 @@ def _edges(n: int, tile: int) -> set[int]:
 
 def _hazard_free(n_rows: int, n_cols: int, n_reds: int, tr: int, tc: int, tl: int) -> bool:
     """Every tile shape the plan will emit keeps the GEMM loop free of ACC hazards."""
-    for r, c, l in product(_edges(n_rows, tr), _edges(n_cols, tc), _edges(n_reds, tl)):
-        if gemm_hazard(np.arange(c), l, r, 0, c):
+    for rows, cols, reds in product(_edges(n_rows, tr), _edges(n_cols, tc), _edges(n_reds, tl)):
+        if gemm_hazard(np.arange(cols), reds, rows, 0, cols):
             return False
     return True
 

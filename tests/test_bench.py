@@ -196,7 +196,8 @@ def test_cli_bench_unknown_name_is_bad_input(tmp_path):
 
 def test_old_script_still_runs(tmp_path):
     script = str(ROOT / "scripts" / "deepbench_sweep.py")
-    r = subprocess.run([sys.executable, script, "--only", "gemm-device-4", "--out", str(tmp_path / "deepbench_gemm.csv")],
+    argv = [sys.executable, script, "--only", "gemm-device-4", "--out", str(tmp_path / "deepbench_gemm.csv")]
+    r = subprocess.run(argv,
                        check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "deepbench_gemm.csv").is_file() and (tmp_path / "deepbench_gemm.png").is_file()
