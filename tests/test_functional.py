@@ -685,3 +685,34 @@ def test_dense_and_generic_gemm_agree(monkeypatch, accel):
         seen["generic" if fast.generic_calls else "dense"] += 1
         assert fast.counters.gemm_uops == slow.counters.gemm_uops == insn.iter_out * insn.iter_in * len(uops)
     assert seen["dense"] >= 40 and seen["generic"] >= 20 and seen["hazard"] >= 5, seen
+
+
+def test_product_kernels_are_factored_for_the_dense_path():
+    from embedcsp.sim.functional import _factor_uops
+
+    taps, cols = np.arange(3) * 7, np.arange(5)  # prime lengths: no finer factors
+    acc = np.tile(cols, 3)
+    inp = np.repeat(taps, 5)
+    wgt = (taps[:, None] + 100 * cols[None, :]).reshape(-1)
+    factors = _factor_uops((acc, inp, wgt))
+    assert len(factors) == 2
+    np.testing.assert_array_equal(factors[0][1], taps)  # outer: the taps move inp and wgt
+    np.testing.assert_array_equal(factors[1][0], cols)  # inner: the blocks move acc and wgt
+    irregular = (np.array([0, 1, 5]), np.array([0, 2, 3]), np.array([0, 0, 1]))
+    assert len(_factor_uops(irregular)) == 1
+
+
+def test_direct_conv_gemms_run_on_the_dense_path(monkeypatch):
+    """Tap kernels are products of (taps x output blocks): the per-MAC gather must not be needed."""
+    from embedcsp.operator import conv2d
+    from embedcsp.pipeline import Options
+    from embedcsp.report import solve_and_verify
+    from embedcsp.sim import functional
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generic GEMM path taken")
+
+    monkeypatch.setattr(functional.Machine, "_gemm_generic", refuse)
+    o = solve_and_verify(conv2d(1, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1), load_accelerator(),
+                         Options(strategy="reference"), seed=0)
+    assert o.compiled.embedding.form == "direct" and o.verification.ok
