@@ -100,10 +100,16 @@ class Window:
         red, col, row = emb.group("red"), emb.group("col"), emb.group("row")
         assert emb.form == "direct" and red.dims == ("c",) and col.dims == ("k",) and row.dims in ((), ("n",))
         n_lanes = row.dims == ("n",)
+        hp, wp = host_padding(op)
         return cls(images=row.chunks if n_lanes else p["N"], n_lanes=n_lanes,
                    P=op.extents["p"], Q=op.extents["q"], H=p["H"], W=p["W"], R=p["R"], S=p["S"],
                    sh=p["stride_h"], sw=p["stride_w"], ph=p["pad_h"], pw=p["pad_w"],
-                   CB=red.chunks, KB=col.chunks, hp=host_padding(op)[0], wp=host_padding(op)[1])
+                   CB=red.chunks, KB=col.chunks, hp=hp, wp=wp)
+
+    def tiles(self, t: Tiling) -> tuple[int, int, int]:
+        """Row tiles (images x output-row tiles x output-column tiles), output-block tiles, channel-block tiles."""
+        return (self.images * -(-self.P // t.rows) * -(-self.Q // t.width),
+                -(-self.KB // t.cols), -(-self.CB // t.reds))
 
     def window(self, rows: int, width: int) -> tuple[int, int]:
         """Input rows and columns an output tile of rows x width reads."""
@@ -160,16 +166,13 @@ def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES
                             cycles, load = _estimate(emb, g, t, bus_bytes)
                             scored.append(((cycles, load, -pt * qt * kbt * cbt, outer, slots), t))
     scored.sort(key=lambda item: item[0])
-    grid = lambda t: (g.images * -(-g.P // t.rows) * -(-g.Q // t.width),  # noqa: E731
-                      -(-g.KB // t.cols), -(-g.CB // t.reds))
-    return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, grid(t)) for (cycles, load, *_), t in scored]
+    return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, g.tiles(t)) for (cycles, load, *_), t in scored]
 
 
 def _estimate(emb: Embedding, g: Window, t: Tiling, bus_bytes: int) -> tuple[int, int]:
     """(cycles, DRAM bytes loaded), the same overlap model as the matrix form's estimate."""
     cfg = emb.accelerator.vta
-    nr = g.images * -(-g.P // t.rows) * -(-g.Q // t.width)
-    nc, nl = -(-g.KB // t.cols), -(-g.CB // t.reds)
+    nr, nc, nl = g.tiles(t)
     ht, wt = g.window(t.rows, t.width)
     taps = g.R * g.S
     inp_once = nr * g.CB * ht * wt * cfg.inp_elem_bytes  # halos included
@@ -263,29 +266,24 @@ class DirectForm:
         g, x = self.g, self._tile(st)
         taps = [(c, r, s) for c in range(x.reds) for r in range(g.R) for s in range(g.S)]
         unroll = _unroll(x, len(taps))
-        if unroll is None:
-            return [self._per_tap(x, tap, a0, i0, w0, kernels) for tap in taps]
+        if unroll is None:  # one GEMM per tap: every micro-op writes its own ACC element, so no hazard
+            return [self._tap_gemm(x, (tap,), 1, a0, i0, w0, kernels) for tap in taps]
+        return [self._tap_gemm(x, tuple(taps), unroll, a0, i0, w0, kernels)]
+
+    def _tap_gemm(self, x: _Tile, taps: tuple[tuple[int, int, int], ...], unroll: int,
+                  a0: int, i0: int, w0: int, kernels: Kernels) -> GemmInsn:
+        """One GEMM over `taps` x `unroll` output columns x output blocks; the loops walk rows and columns."""
+        g = self.g
 
         def kernel() -> list[tuple[int, int, int]]:
             return [(a0 + u * x.cols + j, i0 + self._src(x, tap) + u * g.sw, w0 + self._wgt(x, tap, j))
                     for tap in taps for u in range(unroll) for j in range(x.cols)]
 
-        bgn, end = kernels.get(("direct", a0, i0, w0, x.ht, x.wt, x.cols, x.reds, unroll), kernel)
-        return [GemmInsn(False, bgn, end, iter_out=x.rows, iter_in=x.width // unroll,
-                         dst_factor_out=x.width * x.cols if x.rows > 1 else 0,
-                         dst_factor_in=unroll * x.cols, src_factor_out=g.sh * x.wt if x.rows > 1 else 0,
-                         src_factor_in=unroll * g.sw)]
-
-    def _per_tap(self, x: _Tile, tap: tuple[int, int, int], a0: int, i0: int, w0: int,
-                 kernels: Kernels) -> GemmInsn:
-        """One GEMM for one filter tap: every micro-op writes its own ACC element, so no hazard."""
-        g = self.g
-        kernel = lambda: [(a0 + j, i0 + self._src(x, tap), w0 + self._wgt(x, tap, j))  # noqa: E731
-                          for j in range(x.cols)]
-        bgn, end = kernels.get(("tap", a0, i0, w0, x.ht, x.wt, x.cols, x.reds, tap), kernel)
-        return GemmInsn(False, bgn, end, iter_out=x.rows, iter_in=x.width,
-                        dst_factor_out=x.width * x.cols if x.rows > 1 else 0, dst_factor_in=x.cols,
-                        src_factor_out=g.sh * x.wt if x.rows > 1 else 0, src_factor_in=g.sw)
+        bgn, end = kernels.get(("direct", a0, i0, w0, x.ht, x.wt, x.cols, x.reds, unroll, taps), kernel)
+        return GemmInsn(False, bgn, end, iter_out=x.rows, iter_in=x.width // unroll,
+                        dst_factor_out=x.width * x.cols if x.rows > 1 else 0,
+                        dst_factor_in=unroll * x.cols, src_factor_out=g.sh * x.wt if x.rows > 1 else 0,
+                        src_factor_in=unroll * g.sw)
 
     def _src(self, x: _Tile, tap: tuple[int, int, int]) -> int:
         c, r, s = tap
