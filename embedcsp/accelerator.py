@@ -7,11 +7,17 @@ BLOCK_IN, BLOCK_OUT or buffer sizes) needs a new TOML file, not new code.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 from embedcsp.errors import IsaError
 from embedcsp.pattern import Pattern, parse_pattern
@@ -196,6 +202,21 @@ class Accelerator:
 
     def lane_dim(self, role: str) -> str:
         return next(d for d, r in self.role_of.items() if r == role)
+
+    def description(self) -> dict:
+        """The whole description as an ISA file would state it (docs/isa-files.md), lanes as numbers."""
+        return {
+            "accelerator": {"name": self.name, "family": self.family},
+            "vta_config": self.vta.as_dict(),
+            "intrinsic": {"statement": self.pattern.statement(), "lanes": dict(self.pattern.lanes)},
+        }
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of `description()`: two runs with equal digests ran on
+        the same hardware description, whatever the files were called."""
+        canonical = json.dumps(self.description(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _derived_names(cfg: VtaConfig) -> dict[str, int]:

@@ -11,6 +11,7 @@ Exit codes
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from enum import Enum
@@ -67,6 +68,23 @@ StrategyOpt = typer.Option(Strategy.csp, "--strategy",
 BoardOpt = typer.Option("pynq", "--board", help="Board of the cycle model: pynq (64-bit bus, 100 MHz) or ultra96.")
 
 
+MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a signed 32-bit field
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds seed both CP-SAT and numpy; accept what both take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"{flag} must be within 0..{MAX_SEED}, got {seed}")
+    return seed
+
+
+def check_time_limit(seconds: float) -> float:
+    """A finite, positive number of seconds (nan compares false with everything)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BadInput(f"--time-limit must be a positive number of seconds, got {seconds}")
+    return seconds
+
+
 def _fail(exc: EmbedcspError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
@@ -76,8 +94,8 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
            epilogue: EpilogueKind, shift: int, as_json: bool, board_name: str,
            strategy: Strategy) -> None:
     try:
-        if time_limit <= 0:
-            raise BadInput(f"--time-limit must be positive, got {time_limit}")
+        check_time_limit(time_limit)
+        check_seed(seed)
         if not 0 <= shift <= 31:
             raise BadInput(f"--shift must be within 0..31 (an int32 shift), got {shift}")
         if out is not None and out.exists() and not out.is_dir():

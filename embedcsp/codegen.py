@@ -176,10 +176,15 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     # DRAM regions; the uop region's size is known only after generation, so it goes last.
     regions: dict[str, Region] = {}
     offset = 0
-    for name, mem in (("inp", MEM_INP), ("wgt", MEM_WGT), ("out", MEM_OUT)):
+    for name, mem in (("inp", MEM_INP), ("wgt", MEM_WGT), ("out", MEM_OUT), ("uop", MEM_UOP)):
+        # LOAD/STORE address DRAM in elements, so a region must start on a multiple of its
+        # element size; that is larger than a page for wide variants (a 16x512 WGT element is 8 KiB).
+        offset = _round_up(offset, max(PAGE, cfg.elem_bytes(mem)))
+        if name == "uop":
+            break
         size = int(maps["acc" if name == "out" else name].size)
         regions[name] = Region(offset, size, cfg.elem_bytes(mem))
-        offset = -(-(offset + size) // PAGE) * PAGE
+        offset += size
     inp_size, wgt_size, acc_size = form.slot_elems
     inp_base = [k * inp_size for k in range(t.inp_slots)]
     wgt_base = [k * wgt_size for k in range(t.wgt_slots)]
@@ -248,6 +253,10 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     insns.append(FinishInsn())
     tensors = {name: emb.bound[name] for name in ("inp", "wgt", "acc")}
     return Program(cfg, tuple(insns), uops, regions, maps, tensors)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _nop(module: str, deps: Deps) -> MemInsn:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedcsp.__about__ import __version__
 from embedcsp.accelerator import Accelerator
 from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import Operator
@@ -43,10 +44,31 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
     return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
+def provenance(compiled: Compiled, seed: int) -> dict:
+    """What produced a result, enough to tell two results apart and to redo one.
+
+    Written into every manifest.json and `--json` document (docs/bundle-format.md).
+    """
+    acc, options = compiled.accelerator, compiled.options
+    return {
+        "embedcsp_version": __version__,
+        "strategy": options.strategy,
+        "solver_seed": options.seed,
+        "input_seed": seed,
+        "time_limit": options.time_limit,
+        "epilogue": options.epilogue.manifest(),
+        "board": options.board,
+        "solver_status": compiled.report.status,
+        "accelerator": {"name": acc.name, "family": acc.family, "sha256": acc.digest,
+                        "description": acc.description()},
+    }
+
+
 def outcome_dict(o: Outcome) -> dict:
     c = o.compiled
     counters = o.verification.counters
     return {
+        "provenance": provenance(c, o.seed),
         "operator": {"kind": c.operator.kind, **c.operator.param_dict},
         "accelerator": c.accelerator.name,
         "solver": c.report.as_dict(),
@@ -73,6 +95,12 @@ def outcome_dict(o: Outcome) -> dict:
     }
 
 
+_STRATEGY_TEXT = {
+    "csp": "csp (the solver's embedding and layout)",
+    "reference": "reference (VTA's fixed TVM mapping, solved with the mapping pinned)",
+}
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -88,7 +116,9 @@ def outcome_text(o: Outcome) -> list[str]:
     counts = c.program.insn_counts()
     loads = v.counters.load_bytes
     lines = [
-        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.vta.bitstream_tag()})",
+        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.vta.bitstream_tag()}, "
+        f"sha256 {c.accelerator.digest[:12]})",
+        f"strategy   {_STRATEGY_TEXT[c.options.strategy]}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",
         "embedding",
         *(f"  {line}" for line in c.embedding.describe()),
