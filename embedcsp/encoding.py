@@ -132,15 +132,21 @@ def _place(kind: str, spec: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int
 def layouts(cfg: VtaConfig) -> Layouts:
     loop = (("reset", 1), ("uop_bgn", cfg.log_uop_depth), ("uop_end", cfg.log_uop_depth + 1),
             ("iter_out", LOOP_ITER_BITS), ("iter_in", LOOP_ITER_BITS),
-            ("dst_factor_out", cfg.log_acc_depth), ("dst_factor_in", cfg.log_acc_depth),
-            ("src_factor_out", cfg.log_inp_depth), ("src_factor_in", cfg.log_inp_depth))
+            ("dst_factor_out", cfg.log_acc_depth), ("dst_factor_in", cfg.log_acc_depth))
+
+    def src(log_depth: int) -> tuple[tuple[str, int], ...]:
+        return (("src_factor_out", log_depth), ("src_factor_in", log_depth))
+
+    # GEMM's source is the INP buffer, the ALU's the accumulator (docs/vta.md, ALU layout).
     mem = _HEADER + (("memory_type", 3), ("sram_base", MEMOP_SRAM_ADDR_BITS),
                      ("dram_base", MEMOP_DRAM_ADDR_BITS), ("y_size", MEMOP_SIZE_BITS),
                      ("x_size", MEMOP_SIZE_BITS), ("x_stride", MEMOP_STRIDE_BITS),
                      ("y_pad_0", MEMOP_PAD_BITS), ("y_pad_1", MEMOP_PAD_BITS),
                      ("x_pad_0", MEMOP_PAD_BITS), ("x_pad_1", MEMOP_PAD_BITS))
-    gemm = _HEADER + loop + (("wgt_factor_out", cfg.log_wgt_depth), ("wgt_factor_in", cfg.log_wgt_depth))
-    alu = _HEADER + loop + (("alu_opcode", 3), ("use_imm", 1), ("imm", ALUOP_IMM_BITS))
+    gemm = _HEADER + loop + src(cfg.log_inp_depth) + (("wgt_factor_out", cfg.log_wgt_depth),
+                                                      ("wgt_factor_in", cfg.log_wgt_depth))
+    alu = _HEADER + loop + src(cfg.log_acc_depth) + (("alu_opcode", 3), ("use_imm", 1),
+                                                     ("imm", ALUOP_IMM_BITS))
     src_bits = cfg.uop_src_bits
     uop = (("dst_idx", 0, cfg.log_acc_depth), ("src_idx", cfg.log_acc_depth, src_bits),
            ("wgt_idx", cfg.log_acc_depth + src_bits, cfg.log_wgt_depth))

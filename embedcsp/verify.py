@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedcsp.codegen import Program, dram_image, output_dram
+from embedcsp.encoding import encode_program
 from embedcsp.operator import Operator
 from embedcsp.pattern import Pattern
 from embedcsp.reference import Epilogue, reference_output
+from embedcsp.sim.decode import decode_program
 from embedcsp.sim.functional import Counters, run
 
 
@@ -51,6 +53,8 @@ def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: E
     start = time.perf_counter()
     dram = dram_image(program, inputs)
     out_dram = output_dram(program, op.output.shape)
-    got, counters = execute_image(program.insns, dram, program.config, pattern, out_dram)
+    # The model runs the binary as its own decoder reads it, not the compiler's records.
+    insns = decode_program(encode_program(list(program.insns), program.config), program.config)
+    got, counters = execute_image(insns, dram, program.config, pattern, out_dram)
     want = reference_output(op, inputs, epilogue)
     return compare(op, got, want, counters, time.perf_counter() - start)

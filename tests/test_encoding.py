@@ -72,8 +72,9 @@ LOOP_VARIANT = {
     "src_factor_out": bits(88, 80), "src_factor_in": bits(97, 89),
 }
 GEMM_VARIANT = {**LOOP_VARIANT, "wgt_factor_out": bits(105, 98), "wgt_factor_in": bits(113, 106)}
-ALU_VARIANT = {**LOOP_VARIANT, "alu_opcode": bits(100, 98), "use_imm": bits(101, 101),
-               "imm": bits(117, 102)}
+# The ALU's source factors index ACC, so they are 8 bits here, not INP's 9 (vta.md 2.3, corrected).
+ALU_VARIANT = {**LOOP_VARIANT, "src_factor_out": bits(87, 80), "src_factor_in": bits(95, 88),
+               "alu_opcode": bits(98, 96), "use_imm": bits(99, 99), "imm": bits(115, 100)}
 UOP_VARIANT = {"dst": bits(7, 0), "src": bits(16, 8), "wgt": bits(24, 17)}  # src = max(8, 9) bits
 
 TABLES = {
@@ -167,7 +168,7 @@ def test_alu_imm_is_signed_16_bit(imm):
     assert int.from_bytes(raw, "little") >> 112 == imm & 0xFFFF
     assert decode(raw, DEFAULT).imm == imm
     raw_v = encode(insn, VARIANT)
-    assert (int.from_bytes(raw_v, "little") >> 102) & 0xFFFF == imm & 0xFFFF
+    assert (int.from_bytes(raw_v, "little") >> 100) & 0xFFFF == imm & 0xFFFF
     assert decode(raw_v, VARIANT).imm == imm
 
 
@@ -206,13 +207,19 @@ def test_variant_bit_positions_by_hand():
 
 
 def test_micro_op_src_is_as_wide_as_the_deeper_of_acc_and_inp():
-    # ACC depth 2^12 > INP depth 2^10: ALU micro-ops put ACC indices in src, so src gets 12 bits.
-    cfg = VtaConfig(LOG_ACC_BUFF_SIZE=18, LOG_INP_BUFF_SIZE=14, LOG_WGT_BUFF_SIZE=16)
+    # ACC depth 2^11 > INP depth 2^9: ALU micro-ops put ACC indices in src, so src gets 11 bits.
+    cfg = VtaConfig(LOG_ACC_BUFF_SIZE=17, LOG_INP_BUFF_SIZE=13, LOG_WGT_BUFF_SIZE=16)
     validate_config(cfg)
-    words = encode_uops(np.array([0xFFF, 0]), np.array([0xABC, 0xFFF]), np.array([0xFF, 1]), cfg)
-    assert [int(w) for w in words] == [0xFFF | 0xABC << 12 | 0xFF << 24, 0xFFF << 12 | 1 << 24]
+    words = encode_uops(np.array([0x7FF, 0]), np.array([0x5BC, 0x7FF]), np.array([0xFF, 1]), cfg)
+    assert [int(w) for w in words] == [0x7FF | 0x5BC << 11 | 0xFF << 22, 0x7FF << 11 | 1 << 22]
     d, s, w = decode_uops(words, cfg)
-    assert s.tolist() == [0xABC, 0xFFF] and d.tolist() == [0xFFF, 0] and w.tolist() == [0xFF, 1]
+    assert s.tolist() == [0x5BC, 0x7FF] and d.tolist() == [0x7FF, 0] and w.tolist() == [0xFF, 1]
+
+
+def test_alu_sources_as_wide_as_acc_make_deep_acc_configs_too_wide():
+    # ACC depth 2^12: four 12-bit factors, opcode, use_imm and a 16-bit imm need 68 bits of word 1.
+    with pytest.raises(IsaError, match="ALU instruction needs 144 bits"):
+        validate_config(VtaConfig(LOG_ACC_BUFF_SIZE=18, LOG_INP_BUFF_SIZE=14, LOG_WGT_BUFF_SIZE=16))
 
 
 # ---------------------------------------------------------------- random round trips

@@ -42,11 +42,11 @@ from embedcsp.encoding import (
     GemmInsn,
     Insn,
     MemInsn,
-    decode_uops,
 )
 from embedcsp.errors import ProgramError
 from embedcsp.hazard import gemm_hazard
 from embedcsp.pattern import Pattern
+from embedcsp.sim.decode import decode_uops
 
 LOAD, COMPUTE, STORE = 0, 1, 2
 MODULE_NAMES = ("load", "compute", "store")

@@ -1,0 +1,132 @@
+"""The functional model's own decoder (embedcsp/sim/decode.py) against hand-worked words.
+
+Expected bit positions are worked out by hand from docs/vta.md's tables, not
+from either implementation, and a program whose encoder misreads the spec must
+fail verification: the model reads the binary, not the compiler's records.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embedcsp.encoding as encoding
+from embedcsp.accelerator import VtaConfig, load_accelerator, validate_config
+from embedcsp.encoding import ALU_MAX, ALU_SHR, AluInsn, Deps, GemmInsn, MemInsn, encode, encode_uops
+from embedcsp.errors import ProgramError
+from embedcsp.operator import gemm
+from embedcsp.pipeline import Options
+from embedcsp.reference import Epilogue
+from embedcsp.report import solve_and_verify
+from embedcsp.sim.decode import decode_insn, decode_program, decode_uops
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANT = load_accelerator(ROOT / "isa" / "vta_b2_i8_o32.toml")  # INP depth 2^9, ACC depth 2^8
+
+
+def test_variant_depths_differ():
+    cfg = VARIANT.vta
+    assert (cfg.log_uop_depth, cfg.log_inp_depth, cfg.log_wgt_depth, cfg.log_acc_depth) == (11, 9, 8, 8)
+
+
+def test_alu_on_variant_decodes_field_by_field():
+    # Word 0: opcode [2:0], flags [6:3], reset [7], uop_bgn [18:8] (11 bits), uop_end [30:19] (12),
+    # iter_out [44:31], iter_in [58:45]. Word 1 (dst_factor_out, 8 bits, would cross bit 64):
+    # dst_factor_out [71:64], dst_factor_in [79:72], src_factor_out [87:80] and src_factor_in
+    # [95:88] with the ACC depth (8 bits), alu_opcode [98:96], use_imm [99], imm [115:100].
+    w0 = 4 | 1 << 6 | 5 << 8 | 6 << 19 | 3 << 31 | 7 << 45
+    w1 = 7 | 1 << 8 | 7 << 16 | 1 << 24 | ALU_SHR << 32 | 1 << 35 | 8 << 36
+    raw = (w0 | w1 << 64).to_bytes(16, "little")
+    insn = decode_insn(raw, VARIANT.vta)
+    assert insn == AluInsn(ALU_SHR, uop_bgn=5, uop_end=6, iter_out=3, iter_in=7, dst_factor_out=7,
+                           dst_factor_in=1, src_factor_out=7, src_factor_in=1, use_imm=True, imm=8,
+                           deps=Deps(push_next=True))
+    assert encode(insn, VARIANT.vta) == raw
+
+
+def test_negative_alu_immediate_on_variant():
+    # MAX with imm -128: 0xFF80 in bits [115:100].
+    w0 = 4 | 0 << 8 | 1 << 19 | 1 << 31 | 1 << 45
+    w1 = ALU_MAX << 32 | 1 << 35 | 0xFF80 << 36
+    raw = (w0 | w1 << 64).to_bytes(16, "little")
+    insn = decode_insn(raw, VARIANT.vta)
+    assert (insn.alu_opcode, insn.use_imm, insn.imm) == (ALU_MAX, True, -128)
+    assert encode(insn, VARIANT.vta) == raw
+
+
+def test_alu_where_acc_is_deeper_than_inp():
+    # ACC depth 2^11, INP depth 2^9, UOP depth 2^13: word 1 holds dst (11+11), src (11+11),
+    # opcode, use_imm and imm exactly: [74:64] [85:75] [96:86] [107:97] [110:108] [111] [127:112].
+    cfg = VtaConfig(LOG_ACC_BUFF_SIZE=17, LOG_INP_BUFF_SIZE=13, LOG_WGT_BUFF_SIZE=16)
+    validate_config(cfg)
+    assert (cfg.log_acc_depth, cfg.log_inp_depth) == (11, 9)
+    w1 = 0x7FF | 0x400 << 11 | 0x3FF << 22 | 0x001 << 33 | ALU_SHR << 44 | 1 << 47 | 0xFFFF << 48
+    raw = (4 | w1 << 64).to_bytes(16, "little")
+    insn = decode_insn(raw, cfg)
+    assert (insn.dst_factor_out, insn.dst_factor_in, insn.src_factor_out, insn.src_factor_in) == (
+        0x7FF, 0x400, 0x3FF, 0x001)
+    assert (insn.alu_opcode, insn.imm) == (ALU_SHR, -1)
+    # A GEMM in the same config keeps INP-wide (9-bit) source factors: src_factor_out at [94:86].
+    g = GemmInsn(False, 0, 1, 1, 1, src_factor_out=0x1FF, src_factor_in=0x101, wgt_factor_out=3)
+    word = int.from_bytes(encode(g, cfg), "little")
+    assert (word >> 86) & 0x1FF == 0x1FF and (word >> 95) & 0x1FF == 0x101 and (word >> 104) & 0xFF == 3
+    assert decode_insn(encode(g, cfg), cfg) == g
+
+
+def test_load_and_micro_ops_decode():
+    cfg = VARIANT.vta
+    m = MemInsn(0, 2, sram_base=0x1234, dram_base=0xDEADBEEF, y_size=3, x_size=5, x_stride=9,
+                y_pad_0=1, x_pad_1=15, deps=Deps(pop_next=True))
+    word = (0 | 1 << 4 | 2 << 7 | 0x1234 << 10 | 0xDEADBEEF << 26 | 3 << 64 | 5 << 80 | 9 << 96
+            | 1 << 112 | 15 << 124)
+    assert decode_insn(word.to_bytes(16, "little"), cfg) == m
+    # Micro-op: dst [7:0], src [16:8] (max(8, 9) bits), wgt [24:17].
+    words = np.array([0xFF | 0x1FF << 8 | 0xAB << 17], dtype="<u4")
+    assert [a.tolist() for a in decode_uops(words, cfg)] == [[0xFF], [0x1FF], [0xAB]]
+    assert np.array_equal(encode_uops([0xFF], [0x1FF], [0xAB], cfg), words)
+
+
+def test_decode_refuses_unknown_opcodes_and_ragged_programs():
+    with pytest.raises(ValueError, match="opcode 5"):
+        decode_insn((5).to_bytes(16, "little"), VARIANT.vta)
+    with pytest.raises(ValueError, match="whole number"):
+        decode_program(b"\0" * 17, VARIANT.vta)
+
+
+def test_the_model_shares_no_field_table_with_the_encoder():
+    """sim/ may use the instruction records, never the encoder's layouts or encode functions."""
+    allowed = {"AluInsn", "Deps", "FinishInsn", "GemmInsn", "Insn", "MemInsn", "OP_LOAD",
+               "ALU_ADD", "ALU_MAX", "ALU_MIN", "ALU_NAMES", "ALU_SHR"}
+    for path in (ROOT / "embedcsp" / "sim").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "embedcsp.encoding":
+                names = {a.name for a in node.names}
+                assert names <= allowed, f"{path.name} imports {names - allowed} from the encoder"
+
+
+def _old_alu_layout(cfg):
+    """The encoder as it was: ALU source factors as wide as the INP depth (the misread)."""
+    lay = _true_layouts(cfg)
+    spec = [(n, w) for n, _, w in lay.alu]
+    spec = [(n, cfg.log_inp_depth if n.startswith("src_factor") else w) for n, w in spec]
+    return replace(lay, alu=encoding._place("ALU", tuple(spec)))
+
+
+_true_layouts = encoding.layouts
+
+
+def test_a_misread_encoder_fails_verification(monkeypatch):
+    """With the old ALU layout, VTA's fsim read SHR 8 as another opcode; so must our model."""
+    options = Options(time_limit=5, epilogue=Epilogue("requant", 8))
+    op = gemm(35, 70, 64)
+    assert solve_and_verify(op, VARIANT, options).verification.ok
+    monkeypatch.setattr(encoding, "layouts", _old_alu_layout)
+    try:
+        outcome = solve_and_verify(op, VARIANT, options)
+    except ProgramError:
+        return  # refused outright (an index out of range after the shifted fields)
+    assert not outcome.verification.ok
