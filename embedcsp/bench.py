@@ -6,12 +6,43 @@ fixed mapping (`reference`); both programs are verified bit-exact before any
 speedup is reported. Pure parts: `evaluate` (one row), `summarize`,
 `summary_lines`. I/O: `write_csv`, `write_json`, `write_markdown`,
 `write_plot`, and `run`, which ties them together behind a progress bar.
+
+Nothing silently lost. A run writes four files `<stem>.csv/.json/.md/.png`
+into `--out`, and the stem names the selection of operators:
+
+- a whole suite (no names given): `deepbench_<suite>`, titled "DeepBench <suite>";
+- named operators (`--only` or plain arguments): `deepbench_subset-<h>`, where
+  `<h>` is the first 8 hex digits of the sha256 of the sorted, canonical names
+  joined by commas, titled "DeepBench subset (N operators: ...)". The order
+  and spelling of the names do not change `<h>`.
+
+The JSON records the `selection` (suite or subset, the operators, the
+accelerator's name and `Accelerator.digest`, the board, the seed) and the
+`run` (embedcsp version, time limit, ISA file, jobs). Two runs are the same
+selection when the suite (for a suite run) or the sorted operator names (for a
+subset), the accelerator digest, the board and the seed agree; version and
+time limit are provenance, not identity, so a newer embedcsp may refresh a
+result set.
+
+Before any work `run` looks at the four files of its stem. None there: it
+writes them. A JSON recording the same selection: the fresh results replace
+all four. Anything else, that is a JSON of another selection, a JSON that
+records no selection (written before selections were recorded, or by hand),
+an unreadable JSON, or one of the four files without its JSON: `BadInput`
+(exit 2), naming the file and the difference, and nothing is computed; remove
+the files or choose another `--out`. If such a file appears while the run
+works (another run finished first), the results go to the first free
+`<stem>-2`, `<stem>-3`, ... instead and `BenchResult.note` says so. Each file
+is written to a temporary name and renamed into place, so an interrupted run
+leaves the previous set whole.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedcsp import deepbench
+from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
@@ -221,8 +253,13 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
 
 
-def write_json(rows: list[dict], summary: dict, path: Path) -> None:
-    doc = {"summary": summary, "columns": COLUMNS, "rows": [{k: row.get(k) for k in COLUMNS} for row in rows]}
+def write_json(rows: list[dict], summary: dict, path: Path, selection: Selection | None = None,
+               run: dict | None = None) -> None:
+    head: dict = {}
+    if selection is not None:
+        head = {"format": FORMAT, "selection": selection.as_dict(), "run": run or {}}
+    doc = {**head, "summary": summary, "columns": COLUMNS,
+           "rows": [{k: row.get(k) for k in COLUMNS} for row in rows]}
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -250,12 +287,14 @@ def _table(rows: list[dict]) -> list[str]:
     return [head, rule, *("| " + " | ".join(f(r) for _, f in _TABLE) + " |" for r in rows)]
 
 
-def write_markdown(rows: list[dict], summary: dict, path: Path, title: str = "DeepBench") -> None:
+def write_markdown(rows: list[dict], summary: dict, path: Path, title: str = "DeepBench",
+                   provenance: list[str] | tuple[str, ...] = ()) -> None:
     low = [r for r in rows if r.get("ref_padding_efficiency") is not None
            and r["ref_padding_efficiency"] < LOW_UTILIZATION]
     top = sorted((r for r in rows if r.get("speedup") is not None), key=lambda r: -r["speedup"])[:10]
     worst = sorted((r for r in rows if r.get("verified") is True), key=lambda r: r["roofline_efficiency"])[:10]
-    text = [f"# {title}", "", *(f"- {line}" for line in summary_lines(summary, title)), "",
+    head = [*provenance, ""] if provenance else []
+    text = [f"# {title}", "", *head, *(f"- {line}" for line in summary_lines(summary, title)), "",
             f"## Low utilization: the reference keeps < {LOW_UTILIZATION:.0%} of its MACs useful", "",
             *_table(low), "", "## The 10 largest speedups", "", *_table(top), "",
             "## The 10 lowest roofline efficiencies (ours)", "", *_table(worst), ""]
@@ -311,6 +350,98 @@ def write_plot(rows: list[dict], path: Path, title: str = "DeepBench") -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- the selection
+
+FORMAT = "embedcsp-bench/1"
+SUFFIXES = (".csv", ".json", ".md", ".png")
+_TITLE_NAMES = 4  # names a subset title lists before "and N more"
+
+
+def subset_tag(names: list[str] | tuple[str, ...]) -> str:
+    """8 hex digits naming a set of operators, whatever their order."""
+    return hashlib.sha256(",".join(sorted(names)).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a result set is of: its identity decides which file it may replace."""
+
+    suite: str | None  # the suite of a whole-suite run; None for named operators
+    operators: tuple[str, ...]  # canonical names in run order
+    accelerator: str
+    accelerator_sha256: str  # Accelerator.digest
+    board: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"deepbench_{self.suite}" if self.suite else f"deepbench_subset-{subset_tag(self.operators)}"
+
+    @property
+    def short_title(self) -> str:
+        return f"DeepBench {self.suite or 'subset'}"
+
+    @property
+    def title(self) -> str:
+        if self.suite:
+            return self.short_title
+        n, shown = len(self.operators), ", ".join(self.operators[:_TITLE_NAMES])
+        more = f", and {n - _TITLE_NAMES} more" if n > _TITLE_NAMES else ""
+        return f"DeepBench subset ({n} operator{'s' * (n != 1)}: {shown}{more})"
+
+    def as_dict(self) -> dict:
+        return {"suite": self.suite, "operators": list(self.operators),
+                "operators_sha256": hashlib.sha256(",".join(sorted(self.operators)).encode()).hexdigest(),
+                "accelerator": self.accelerator, "accelerator_sha256": self.accelerator_sha256,
+                "board": self.board, "seed": self.seed}
+
+    def describe(self) -> str:
+        what = (f"suite {self.suite} ({len(self.operators)} operators)" if self.suite
+                else f"subset of {len(self.operators)}: {', '.join(self.operators)}")
+        return (f"{what}; accelerator {self.accelerator} (sha256 {self.accelerator_sha256[:12]}), "
+                f"board {self.board}, seed {self.seed}")
+
+    def differences(self, recorded: dict) -> list[str]:
+        """How a recorded selection (`as_dict` of an earlier run) differs from this one; [] if the same."""
+        diffs = []
+        theirs_suite = recorded.get("suite")
+        if theirs_suite != self.suite:
+            def kind(suite, ops) -> str:
+                return f"suite {suite}" if suite else f"a subset of {len(ops)}"
+            diffs.append(f"it holds {kind(theirs_suite, recorded.get('operators') or [])}, "
+                         f"this run is {kind(self.suite, self.operators)}")
+        elif not self.suite and sorted(recorded.get("operators") or []) != sorted(self.operators):
+            diffs.append("it holds other operators")
+        for key, label in (("accelerator_sha256", "accelerator sha256"), ("board", "board"), ("seed", "seed")):
+            ours, theirs = getattr(self, key), recorded.get(key)
+            if theirs != ours:
+                if key == "accelerator_sha256":
+                    ours, theirs = ours[:12], str(theirs)[:12]
+                diffs.append(f"{label} {theirs}, this run {ours}")
+        return diffs
+
+
+def conflict(out: Path, stem: str, selection: Selection) -> str | None:
+    """Why the four files `out/stem.*` must not be replaced by `selection`'s results; None if they may."""
+    present = [out / f"{stem}{x}" for x in SUFFIXES if (out / f"{stem}{x}").exists()]
+    if not present:
+        return None
+    record = out / f"{stem}.json"
+    if not record.exists():
+        return f"{present[0]} exists without {record.name}, so nothing tells which selection it holds"
+    try:
+        doc = json.loads(record.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{record} is not a readable bench result ({type(exc).__name__})"
+    recorded = doc.get("selection") if isinstance(doc, dict) else None
+    if not isinstance(recorded, dict):
+        return f"{record} records no selection (written before bench recorded one, or not by bench)"
+    diffs = selection.differences(recorded)
+    if diffs:
+        return f"{record} holds another selection: {'; '.join(diffs)}"
+    return None
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -331,6 +462,15 @@ class BenchConfig:
             return names_for(self.suite)
         return list(dict.fromkeys(deepbench.lookup(n).name for n in self.only))  # canonical, deduplicated
 
+    def selection(self) -> Selection:
+        acc = load_accelerator(self.isa)
+        return Selection(suite=None if self.only else self.suite, operators=tuple(self.names()),
+                         accelerator=acc.name, accelerator_sha256=acc.digest, board=self.board, seed=self.seed)
+
+    def provenance(self) -> dict:
+        return {"embedcsp": __version__, "time_limit": self.time_limit,
+                "isa": self.isa or "shipped vta.toml", "jobs": self.jobs}
+
     def check(self) -> None:
         """Refuse bad options before any work, with the CLI's one-line errors."""
         if self.suite not in SUITES:
@@ -350,10 +490,16 @@ class BenchResult:
     rows: list[dict]
     summary: dict
     files: tuple[Path, ...]
+    selection: Selection | None = None
+    note: str | None = None  # set when the results could not go where the run first meant to write them
 
     @property
     def ok(self) -> bool:
         return not self.summary["failed"]
+
+    @property
+    def title(self) -> str:
+        return self.selection.title if self.selection else "DeepBench"
 
 
 def _evaluate_safely(name: str, cfg: BenchConfig) -> dict:
@@ -364,7 +510,7 @@ def _evaluate_safely(name: str, cfg: BenchConfig) -> dict:
                 "error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
-def _rows(names: list[str], cfg: BenchConfig, console) -> list[dict]:
+def _rows(names: list[str], cfg: BenchConfig, console, label: str = "") -> list[dict]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -377,7 +523,7 @@ def _rows(names: list[str], cfg: BenchConfig, console) -> list[dict]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[last]}"))
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"DeepBench {cfg.suite}", total=len(names), last="")
+        task = bar.add_task(label or f"DeepBench {cfg.suite}", total=len(names), last="")
 
         def done(row: dict) -> None:
             rows[row["name"]] = row
@@ -402,22 +548,56 @@ def _rows(names: list[str], cfg: BenchConfig, console) -> list[dict]:
     return [rows[n] for n in names]
 
 
+def _free_stem(out: Path, selection: Selection) -> str:
+    """The selection's stem if its files may be replaced, else the first free `<stem>-N`."""
+    stem = selection.stem
+    for n in range(2, 1000):
+        if conflict(out, stem, selection) is None:
+            return stem
+        stem = f"{selection.stem}-{n}"
+    raise BadInput(f"--out {str(out)!r}: no free name for {selection.stem}.* up to {stem}")
+
+
+def write_all(rows: list[dict], summary: dict, out: Path, stem: str, selection: Selection,
+              run: dict) -> tuple[Path, ...]:
+    """The four files, each written under a temporary name first and then renamed over the old one."""
+    files = tuple(out / f"{stem}{x}" for x in SUFFIXES)
+    temps = tuple(out / f".{stem}.{os.getpid()}.tmp{x}" for x in SUFFIXES)  # the suffix picks the PNG format
+    provenance = [f"Selection: {selection.describe()}.",
+                  f"Run: embedcsp {run.get('embedcsp')}, time limit {run.get('time_limit')} s, "
+                  f"ISA {run.get('isa')}."]
+    try:
+        write_csv(rows, temps[0])
+        write_json(rows, summary, temps[1], selection, run)
+        write_markdown(rows, summary, temps[2], selection.title, provenance)
+        write_plot(rows, temps[3], selection.short_title)
+        for temp, final in zip(temps, files):
+            os.replace(temp, final)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    return files
+
+
 def run(cfg: BenchConfig, console=None) -> BenchResult:
-    """Check the options, evaluate every operator, write the four files."""
+    """Check the options and the files the run would replace, evaluate every operator, write the four files."""
     cfg.check()
-    names = cfg.names()
+    selection = cfg.selection()
+    why = conflict(cfg.out, selection.stem, selection)
+    if why:
+        raise BadInput(f"bench will not overwrite {cfg.out / selection.stem}.*: {why}; "
+                       "remove those files or choose another --out")
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInput(f"--out {str(cfg.out)!r}: {exc.strerror}") from None
     start = time.perf_counter()
-    rows = _rows(names, cfg, console)
+    rows = _rows(list(selection.operators), cfg, console, selection.short_title)
     summary = summarize(rows, time.perf_counter() - start)
-    title = f"DeepBench {cfg.suite}"
-    stem = cfg.out / f"deepbench_{cfg.suite}"
-    files = tuple(stem.with_suffix(s) for s in (".csv", ".json", ".md", ".png"))
-    write_csv(rows, files[0])
-    write_json(rows, summary, files[1])
-    write_markdown(rows, summary, files[2], title)
-    write_plot(rows, files[3], title)
-    return BenchResult(rows, summary, files)
+    stem = _free_stem(cfg.out, selection)  # another run may have written the stem meanwhile
+    note = None
+    if stem != selection.stem:
+        note = (f"{cfg.out / selection.stem}.* now holds another selection "
+                f"({conflict(cfg.out, selection.stem, selection)}); wrote {stem}.* instead")
+    files = write_all(rows, summary, cfg.out, stem, selection, cfg.provenance())
+    return BenchResult(rows, summary, files, selection, note)

@@ -230,7 +230,10 @@ def bench_cmd(
                                              help="Just these operators (repeat it, or list names after it)."),
     jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core)."),
     board_name: str = BoardOpt,
-    out: Path = typer.Option(Path("bench"), "--out", help="Directory for deepbench_<suite>.csv/.json/.md/.png."),
+    out: Path = typer.Option(Path("bench"), "--out",
+                             help="Directory for deepbench_<suite>.* (whole suite) or deepbench_subset-<hash>.* "
+                                  "(named operators): .csv/.json/.md/.png. Files of another selection "
+                                  "(operators, ISA, board, seed) are never overwritten."),
     isa: Optional[Path] = IsaOpt, time_limit: float = TimeOpt, seed: int = SeedOpt,
 ) -> None:
     """DeepBench with both strategies, each verified bit-exact: speedups over VTA's TVM mapping."""
@@ -240,11 +243,14 @@ def bench_cmd(
                             board=board_name, out=out, isa=None if isa is None else str(isa),
                             time_limit=time_limit, seed=seed)
     try:
+        check_seed(seed)
         result = bench.run(cfg, Console(stderr=True))  # the bar on stderr, the summary on stdout
     except EmbedcspError as exc:
         _fail(exc)
-    for line in bench.summary_lines(result.summary, f"DeepBench {cfg.suite}"):
+    for line in bench.summary_lines(result.summary, result.title):
         typer.echo(line)
+    if result.note:
+        typer.echo(f"note: {result.note}")
     typer.echo("wrote " + ", ".join(str(f) for f in result.files))
     raise typer.Exit(0 if result.ok else EXIT_FAILED)
 

@@ -172,6 +172,143 @@ def test_writers(tmp_path):
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ---------------------------------------------------------------- naming and the no-overwrite rule
+
+
+def test_suite_and_subset_names():
+    acc = dict(accelerator="vta", accelerator_sha256="ab" * 32, board="pynq", seed=0)
+    suite = bench.Selection(suite="gemm", operators=("gemm-device-4",), **acc)
+    assert (suite.stem, suite.title, suite.short_title) == ("deepbench_gemm", "DeepBench gemm", "DeepBench gemm")
+    one = bench.BenchConfig(only=("GEMM-server-2",)).selection()
+    assert one.suite is None and one.operators == ("gemm-server-2",)
+    assert one.stem == "deepbench_subset-" + bench.subset_tag(["gemm-server-2"]) and len(one.stem) == 25
+    assert one.title == "DeepBench subset (1 operator: gemm-server-2)"
+    # Order, case and repeats do not change the name; another set does.
+    a = bench.BenchConfig(only=("gemm-device-4", "gemm-device-8")).selection()
+    b = bench.BenchConfig(only=("GEMM-DEVICE-8", "gemm-device-4", "gemm-device-8")).selection()
+    assert a.stem == b.stem and a.operators != b.operators and a.differences(b.as_dict()) == []
+    assert bench.BenchConfig(only=("gemm-device-4",)).selection().stem != a.stem
+    many = bench.BenchConfig(only=tuple(f"gemm-device-{i}" for i in range(1, 7))).selection()
+    assert many.title == ("DeepBench subset (6 operators: gemm-device-1, gemm-device-2, gemm-device-3, "
+                          "gemm-device-4, and 2 more)")
+    # The whole suite is named by the suite, and --only wins over --suite.
+    assert bench.BenchConfig(suite="all").selection().stem == "deepbench_all"
+    assert bench.BenchConfig(suite="gemm", only=("gemm-device-4",)).selection().suite is None
+
+
+def test_selection_records_what_it_ran_on():
+    from embedcsp.__about__ import __version__
+    from embedcsp.accelerator import load_accelerator
+
+    cfg = bench.BenchConfig(only=("gemm-device-4",), board="ultra96", seed=7,
+                            isa=str(ROOT / "isa" / "vta_b2_i8_o32.toml"))
+    d = cfg.selection().as_dict()
+    assert d["accelerator"] == "vta-b2-i8-o32"
+    assert d["accelerator_sha256"] == load_accelerator(cfg.isa).digest != load_accelerator().digest
+    assert (d["suite"], d["operators"], d["board"], d["seed"]) == (None, ["gemm-device-4"], "ultra96", 7)
+    assert cfg.provenance()["embedcsp"] == __version__
+
+
+SMALL_SUITE = ["gemm-device-4", "gemm-device-8", "gemm-server-2"]
+
+
+@pytest.fixture
+def fake_bench(monkeypatch):
+    """Rows without compiling anything, a three-operator 'gemm' suite; counts the evaluations."""
+    calls: list[str] = []
+
+    def fake_evaluate(name, isa=None, time_limit=10.0, seed=0, board="pynq"):
+        calls.append(name)
+        return dict(ROWS[0], name=name, board=board)
+
+    monkeypatch.setattr(bench, "evaluate", fake_evaluate)
+    monkeypatch.setattr(bench, "names_for", lambda suite: list(SMALL_SUITE))
+    return calls
+
+
+def _digests(out: Path, stem: str) -> dict[str, bytes]:
+    return {x: (out / f"{stem}{x}").read_bytes() for x in bench.SUFFIXES}
+
+
+def test_subset_never_overwrites_the_suite(tmp_path, fake_bench, monkeypatch):
+    out = tmp_path / "bench"
+    full = bench.run(bench.BenchConfig(suite="gemm", jobs=1, out=out))
+    assert [f.name for f in full.files] == [f"deepbench_gemm{x}" for x in bench.SUFFIXES]
+    before = _digests(out, "deepbench_gemm")
+    doc = json.loads((out / "deepbench_gemm.json").read_text())
+    assert doc["format"] == "embedcsp-bench/1" and doc["selection"]["suite"] == "gemm"
+    assert doc["selection"]["operators"] == SMALL_SUITE and doc["run"]["embedcsp"]
+
+    sub = bench.run(bench.BenchConfig(suite="gemm", only=("gemm-server-2",), jobs=1, out=out))
+    stem = sub.selection.stem
+    assert stem.startswith("deepbench_subset-") and sub.note is None
+    assert _digests(out, "deepbench_gemm") == before  # byte-identical
+    doc = json.loads((out / f"{stem}.json").read_text())
+    assert doc["selection"]["suite"] is None and [r["name"] for r in doc["rows"]] == ["gemm-server-2"]
+    md = (out / f"{stem}.md").read_text()
+    assert md.startswith("# DeepBench subset (1 operator: gemm-server-2)\n") and "Selection: subset of 1" in md
+
+    # The same selection again replaces its own files, and nothing else is written.
+    again = bench.run(bench.BenchConfig(only=("GEMM-SERVER-2",), jobs=1, out=out))
+    assert again.files == sub.files and _digests(out, "deepbench_gemm") == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"deepbench_gemm{x}" for x in bench.SUFFIXES] + [f"{stem}{x}" for x in bench.SUFFIXES])
+
+    # A whole-suite run of the same suite may refresh its files even if the suite's list changed.
+    monkeypatch.setattr(bench, "names_for", lambda suite: SMALL_SUITE[:2])
+    assert bench.run(bench.BenchConfig(suite="gemm", jobs=1, out=out)).files == full.files
+
+
+@pytest.mark.parametrize("change", [
+    {"seed": 1},
+    {"board": "ultra96"},
+    {"isa": str(ROOT / "isa" / "vta_b2_i8_o32.toml")},
+])
+def test_another_selection_is_refused_before_any_work(tmp_path, fake_bench, change):
+    out = tmp_path / "b"
+    bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out))
+    stem = bench.BenchConfig(only=("gemm-device-4",)).selection().stem
+    before, calls = _digests(out, stem), len(fake_bench)
+    with pytest.raises(BadInput, match=f"will not overwrite .*{stem}.*holds another selection"):
+        bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out, **change))
+    assert len(fake_bench) == calls and _digests(out, stem) == before
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda out: (out / "deepbench_gemm.json").write_text(json.dumps({"summary": {}, "rows": []})),
+     "records no selection"),
+    (lambda out: (out / "deepbench_gemm.json").write_text("{not json"), "not a readable bench result"),
+    (lambda out: (out / "deepbench_gemm.csv").write_text("name\n"), "exists without deepbench_gemm.json"),
+    (lambda out: (out / "deepbench_gemm.json").write_text(json.dumps(
+        {"selection": {"suite": None, "operators": SMALL_SUITE, "board": "pynq", "seed": 0}})),
+     "it holds a subset of 3, this run is suite gemm"),
+])
+def test_files_bench_cannot_vouch_for_are_left_alone(tmp_path, fake_bench, damage, reason):
+    out = tmp_path / "b"
+    out.mkdir()
+    damage(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(BadInput, match=reason):
+        bench.run(bench.BenchConfig(suite="gemm", jobs=1, out=out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and fake_bench == []
+
+
+def test_a_conflict_that_appears_during_the_run_goes_to_a_free_name(tmp_path, fake_bench, monkeypatch):
+    out = tmp_path / "b"
+    real = bench.evaluate
+
+    def meanwhile(name, *args, **kw):  # another run writes the stem with another seed
+        (out / "deepbench_gemm.json").write_text(json.dumps({"selection": {"suite": "gemm", "seed": 5}}))
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(bench, "evaluate", meanwhile)
+    result = bench.run(bench.BenchConfig(suite="gemm", jobs=1, out=out))
+    assert [f.name for f in result.files] == [f"deepbench_gemm-2{x}" for x in bench.SUFFIXES]
+    assert "seed 5, this run 0" in result.note and "wrote deepbench_gemm-2.*" in result.note
+    assert json.loads((out / "deepbench_gemm.json").read_text())["selection"]["seed"] == 5
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -180,11 +317,30 @@ def test_cli_bench_writes_four_files(tmp_path):
     r = cli("bench", "--suite", "gemm", "--only", "gemm-device-4", "gemm-device-8", "--jobs", "2",
             "--out", str(out), "--time-limit", "5")
     assert r.returncode == 0, r.stderr
-    assert "2 operators, 2 verified bit-exact with both strategies" in r.stdout
-    assert sorted(p.name for p in out.iterdir()) == [f"deepbench_gemm.{x}" for x in ("csv", "json", "md", "png")]
-    doc = json.loads((out / "deepbench_gemm.json").read_text())
+    assert "DeepBench subset (2 operators: gemm-device-4, gemm-device-8) on pynq: 2 operators, " \
+           "2 verified bit-exact with both strategies" in r.stdout
+    stem = "deepbench_subset-" + bench.subset_tag(["gemm-device-4", "gemm-device-8"])
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.{x}" for x in ("csv", "json", "md", "png")]
+    doc = json.loads((out / f"{stem}.json").read_text())
     assert [row["name"] for row in doc["rows"]] == ["gemm-device-4", "gemm-device-8"]
     assert doc["summary"]["failed"] == [] and doc["summary"]["board"] == "pynq"
+    assert doc["selection"]["operators"] == ["gemm-device-4", "gemm-device-8"]
+
+
+def test_cli_subset_leaves_the_committed_baseline_alone(tmp_path):
+    """The bug this guards against: `bench --only X` replaced bench/deepbench_all.* with one row."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    for x in bench.SUFFIXES:  # the committed baseline predates recorded selections
+        (out / f"deepbench_all{x}").write_bytes((ROOT / "bench" / f"deepbench_all{x}").read_bytes())
+    before = _digests(out, "deepbench_all")
+    for _ in range(2):
+        r = cli("bench", "--only", "gemm-device-4", "--out", str(out), "--time-limit", "5")
+        assert r.returncode == 0, r.stderr
+    assert _digests(out, "deepbench_all") == before
+    r = cli("bench", "--suite", "all", "--out", str(out))  # refused up front, nothing computed
+    assert r.returncode == 2 and "records no selection" in r.stderr and r.stderr.count("\n") == 1
+    assert _digests(out, "deepbench_all") == before
 
 
 def test_cli_bench_unknown_name_is_bad_input(tmp_path):
@@ -200,4 +356,5 @@ def test_old_script_still_runs(tmp_path):
     r = subprocess.run(argv,
                        check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "deepbench_gemm.csv").is_file() and (tmp_path / "deepbench_gemm.png").is_file()
+    stem = "deepbench_subset-" + bench.subset_tag(["gemm-device-4"])  # named operators: a subset's files
+    assert (tmp_path / f"{stem}.csv").is_file() and (tmp_path / f"{stem}.png").is_file()
