@@ -26,6 +26,7 @@ from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
 from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Options
+from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import Epilogue
 from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
 from embedcsp.sim.timing import board
@@ -85,6 +86,15 @@ def check_time_limit(seconds: float) -> float:
     return seconds
 
 
+def _progress(as_json: bool) -> Progress:
+    """Stages and a verification bar on stderr, only for a person watching a terminal."""
+    if as_json or not sys.stderr.isatty():
+        return SILENT
+    from rich.console import Console
+
+    return TerminalProgress(Console(stderr=True))
+
+
 def _fail(exc: EmbedcspError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
@@ -105,9 +115,15 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
         options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
                           epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
         board(board_name)  # refuse an unknown board before any work
-        outcome = solve_and_verify(op, acc, options, seed)
-        if out is not None:
-            write_bundle(out, outcome.compiled, outcome.inputs, seed, outcome.verification, outcome.transforms)
+        progress = _progress(as_json)
+        try:
+            outcome = solve_and_verify(op, acc, options, seed, progress)
+            if out is not None:
+                progress.stage("writing the bundle")
+                write_bundle(out, outcome.compiled, outcome.inputs, seed, outcome.verification,
+                             outcome.transforms)
+        finally:
+            progress.close()
     except EmbedcspError as exc:
         _fail(exc)
     if as_json:
@@ -201,23 +217,46 @@ def deepbench_list(suite: Suite = typer.Option(Suite.all, "--suite", help="gemm,
 @app.command("run")
 def run_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory written by `solve --out`."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the fresh random inputs."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the fresh random inputs (without --inputs)."),
+    inputs: Optional[Path] = typer.Option(
+        None, "--inputs", help="npz with one int8 array per input tensor (gemm: A, B; conv2d: data, weight)."),
+    dump: Optional[Path] = typer.Option(
+        None, "--dump", help="Write the outputs and the inputs used to this npz file."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Re-execute a bundle with fresh random inputs and check it against numpy."""
+    """Re-execute a bundle on fresh random inputs (or --inputs) and check it against numpy."""
+    from embedcsp.bundle import check_dump_target, load_inputs, write_dump
+
     try:
+        check_seed(seed)
+        if dump is not None:
+            check_dump_target(dump)
         b = read_bundle(bundle)
-        v = run_bundle(b, seed)
+        given = None if inputs is None else load_inputs(inputs, b.operator)
+        if b.failed:
+            typer.echo(f"warning: {bundle} was written by a failed verification (manifest status "
+                       f"{b.status!r}, see FAILED); running it anyway", err=True)
+        result = run_bundle(b, seed, given)
+        if dump is not None:
+            write_dump(dump, result)
     except EmbedcspError as exc:
         _fail(exc)
+    v = result.verification
+    source = f"inputs {inputs}" if inputs is not None else f"seed {seed}"
     if as_json:
-        typer.echo(json.dumps({"bundle": str(bundle), "seed": seed, **v.as_dict()}, indent=2))
+        typer.echo(json.dumps({"bundle": str(bundle), "status": b.status, "seed": result.seed,
+                               "inputs": None if inputs is None else str(inputs),
+                               "dump": None if dump is None else str(dump),
+                               "provenance": b.provenance, **v.as_dict()}, indent=2))
     elif v.ok:
         typer.echo(f"verified   {b.operator.describe()}: {v.checked} outputs bit-exact "
-                   f"({len(b.insns)} instructions, {v.counters.gemm_uops} GEMM micro-ops, seed {seed}, "
+                   f"({len(b.insns)} instructions, {v.counters.gemm_uops} GEMM micro-ops, {source}, "
                    f"{v.seconds:.2f} s)")
     else:
-        typer.echo(f"FAILED     {v.mismatches} of {v.checked} outputs differ; first: {v.first_mismatch}")
+        typer.echo(f"FAILED     {v.mismatches} of {v.checked} outputs differ ({source}); "
+                   f"first: {v.first_mismatch}")
+    if dump is not None and not as_json:
+        typer.echo(f"dump       {dump} ({', '.join([*result.inputs, *result.outputs])})")
     raise typer.Exit(0 if v.ok else EXIT_FAILED)
 
 

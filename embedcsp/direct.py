@@ -41,6 +41,7 @@ from embedcsp.operator import Operator
 from embedcsp.plan import (
     BUS_BYTES,
     INSN_OVERHEAD,
+    MAX_LOOP,
     ROW_OVERHEAD,
     Plan,
     Tiling,
@@ -157,7 +158,8 @@ def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES
         for cbt in candidate_extents(g.CB, d_wgt // (slots * taps)):
             for kbt in candidate_extents(g.KB, d_wgt // (slots * taps * cbt)):
                 for pt in candidate_extents(g.P, d_acc // (slots * kbt)):
-                    for qt in candidate_extents(g.Q, d_acc // (slots * kbt * pt)):
+                    # pt*qt output pixels are the reset GEMM's and the ALU's row loop.
+                    for qt in candidate_extents(g.Q, min(d_acc // (slots * kbt * pt), MAX_LOOP // pt)):
                         ht, wt = g.window(pt, qt)
                         if cbt * ht * wt > d_inp // slots:
                             continue

@@ -20,6 +20,7 @@ from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import Operator
 from embedcsp.plan import MAX_DRAM_BYTES, Plan, candidate_plans
+from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue
 from embedcsp.sim.timing import board, simulate
 
@@ -47,17 +48,20 @@ class Compiled:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
-def compile_operator(op: Operator, acc: Accelerator, options: Options = Options()) -> Compiled:
+def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(),
+                     progress: Progress = SILENT) -> Compiled:
     logical = sum(t.size for t in op.tensors)
     if logical > MAX_DRAM_BYTES:
         raise BadInput(f"{op.describe()} has {logical / 2**30:.1f} GiB of tensors; embedcsp builds "
                        f"and checks DRAM images up to {MAX_DRAM_BYTES >> 30} GiB")
     seconds = {}
     t0 = time.perf_counter()
+    progress.stage("solving the embedding")
     pins = reference_pins(op) if options.strategy == "reference" else Pins()
     embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
     check_scalar(embedding, sample_instances(embedding, options.seed))
     t1 = time.perf_counter()
+    progress.stage("planning and generating code")
     plan, program = _best_program(embedding, options)
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)

@@ -16,6 +16,7 @@ from itertools import product
 import numpy as np
 
 from embedcsp.accelerator import (
+    LOOP_ITER_BITS,
     MEM_ACC,
     MEM_INP,
     MEM_UOP,
@@ -34,6 +35,9 @@ INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
 ROW_OVERHEAD = 2  # DMA cycles per row of a 2-D transfer
 # The functional model holds the image and an int64 map per packed byte in memory.
 MAX_DRAM_BYTES = 1 << 31
+# A tile extent becomes a GEMM/ALU loop count (14-bit iter_out/iter_in, docs/vta.md), so no
+# tile axis may exceed it, however deep the buffers of a variant are.
+MAX_LOOP = (1 << LOOP_ITER_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def _hazard_free(n_rows: int, n_cols: int, n_reds: int, tr: int, tc: int, tl: in
 
 
 def candidate_extents(n: int, cap: int) -> list[int]:
-    """Tile extents worth trying: powers of two and even splits of n, within cap."""
+    """Tile extents worth trying: powers of two and even splits of n, within cap and MAX_LOOP."""
+    cap = min(cap, MAX_LOOP)
     if cap < 1:
         return []
     out = {min(n, cap)}

@@ -11,6 +11,7 @@ from embedcsp.accelerator import Accelerator
 from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import Operator
 from embedcsp.pipeline import Compiled, Options, compile_operator
+from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import random_inputs
 from embedcsp.sim.timing import Roofline, Timing, board, roofline, simulate
 from embedcsp.verify import Verification, verify_program
@@ -27,12 +28,15 @@ class Outcome:
     roofline: Roofline
 
 
-def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0) -> Outcome:
+def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
+                     progress: Progress = SILENT) -> Outcome:
     """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
-    compiled = compile_operator(op, acc, options)
+    compiled = compile_operator(op, acc, options, progress)
     program = compiled.program
     inputs = random_inputs(op, seed)
-    verification = verify_program(op, program, acc.pattern, options.epilogue, inputs)
+    progress.stage("verifying in the functional model")
+    verification = verify_program(op, program, acc.pattern, options.epilogue, inputs, progress)
+    progress.stage("costing")
     transforms = [
         host_transform(program.tensors[name], op.tensor(program.tensors[name]).size,
                        program.element_maps[name])

@@ -11,6 +11,7 @@ from embedcsp.codegen import Program, dram_image, output_dram
 from embedcsp.encoding import encode_program
 from embedcsp.operator import Operator
 from embedcsp.pattern import Pattern
+from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue, reference_output
 from embedcsp.sim.decode import decode_program
 from embedcsp.sim.functional import Counters, run
@@ -40,21 +41,21 @@ def compare(op: Operator, got: np.ndarray, want: np.ndarray, counters: Counters,
     return Verification(not bad.any(), int(want.size), int(bad.sum()), first, counters, seconds)
 
 
-def execute_image(insns, dram: np.ndarray, cfg, pattern: Pattern, out_dram: np.ndarray
-                  ) -> tuple[np.ndarray, Counters]:
+def execute_image(insns, dram: np.ndarray, cfg, pattern: Pattern, out_dram: np.ndarray,
+                  progress: Progress = SILENT) -> tuple[np.ndarray, Counters]:
     """Run, then read the output tensor back through its DRAM map."""
-    final, counters = run(list(insns), dram, cfg, pattern)
+    final, counters = run(list(insns), dram, cfg, pattern, progress)
     return final[out_dram].view(np.int8), counters
 
 
 def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
-                   inputs: dict[str, np.ndarray]) -> Verification:
+                   inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> Verification:
     """Execute on `inputs` (see reference.random_inputs) and compare every output."""
     start = time.perf_counter()
     dram = dram_image(program, inputs)
     out_dram = output_dram(program, op.output.shape)
     # The model runs the binary as its own decoder reads it, not the compiler's records.
     insns = decode_program(encode_program(list(program.insns), program.config), program.config)
-    got, counters = execute_image(insns, dram, program.config, pattern, out_dram)
+    got, counters = execute_image(insns, dram, program.config, pattern, out_dram, progress)
     want = reference_output(op, inputs, epilogue)
     return compare(op, got, want, counters, time.perf_counter() - start)

@@ -46,6 +46,7 @@ from embedcsp.encoding import (
 from embedcsp.errors import ProgramError
 from embedcsp.hazard import gemm_hazard
 from embedcsp.pattern import Pattern
+from embedcsp.progress import SILENT, Progress
 from embedcsp.sim.decode import decode_uops
 
 LOAD, COMPUTE, STORE = 0, 1, 2
@@ -383,9 +384,14 @@ def _dense_roles(axes):
     return tuple(found.get(r, zero) for r in ("R", "J", "L"))
 
 
-def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern) -> tuple[np.ndarray, Counters]:
-    """Execute a program on a copy of the DRAM image; return the final image and counters."""
+def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern,
+        progress: Progress = SILENT) -> tuple[np.ndarray, Counters]:
+    """Execute a program on a copy of the DRAM image; return the final image and counters.
+
+    `progress.advance` hears the number of instructions executed so far.
+    """
     m = Machine(cfg, pattern, dram.copy())
+    executed = 0
     program = [[], [], []]
     for pc, insn in enumerate(insns):
         mod = module_of(insn)
@@ -396,7 +402,7 @@ def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern) -
     pos = [0, 0, 0]
     finished = False
     while not finished:
-        progress = False
+        moved = False
         for mod in (LOAD, COMPUTE, STORE):
             while pos[mod] < len(program[mod]) and not finished:
                 pc, insn = program[mod][pos[mod]]
@@ -412,6 +418,9 @@ def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern) -
                 m.clock[mod] = vc
                 seq = int(vc[mod])
                 m.counters.insns[MODULE_NAMES[mod]] += 1
+                executed += 1
+                if executed % 64 == 0:
+                    progress.advance(executed, len(insns))
                 if isinstance(insn, FinishInsn):
                     _finish(m, program, pos, vc, what)
                     finished = True
@@ -426,8 +435,8 @@ def run(insns: list[Insn], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern) -
                 for q in _flags(insn, mod, "push", what):
                     m.queues[q].append(vc.copy())
                 pos[mod] += 1
-                progress = True
-        if not finished and not progress:
+                moved = True
+        if not finished and not moved:
             if all(pos[k] == len(program[k]) for k in range(3)):
                 raise ProgramError("the program ended without FINISH")
             waiting = []
