@@ -21,6 +21,7 @@ from typing import Optional
 import typer
 
 from embedcsp import bench, deepbench
+from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
@@ -292,6 +293,19 @@ def bench_cmd(
         typer.echo(f"note: {result.note}")
     typer.echo("wrote " + ", ".join(str(f) for f in result.files))
     raise typer.Exit(0 if result.ok else EXIT_FAILED)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"embedcsp {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Program deep learning accelerators by constraint solving (CP-SAT), with every program
+    verified bit-exact in a functional model. Exit codes: docs/exit-codes.md."""
 
 
 def main() -> None:

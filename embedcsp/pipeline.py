@@ -50,6 +50,12 @@ class Compiled:
 
 def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(),
                      progress: Progress = SILENT) -> Compiled:
+    """Solve the embedding, plan, generate the program: the chain of stages, timed.
+
+    Raises BadInput (sizes beyond what can be built), NoEmbedding (the instruction
+    does not fit the operator, or no tiling fits the buffers) or SolverTimeout.
+    The program is not executed here: `embedcsp.run` or `solve_and_verify` do that.
+    """
     logical = sum(t.size for t in op.tensors)
     if logical > MAX_DRAM_BYTES:
         raise BadInput(f"{op.describe()} has {logical / 2**30:.1f} GiB of tensors; embedcsp builds "

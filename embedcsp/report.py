@@ -28,6 +28,13 @@ class Outcome:
     roofline: Roofline
 
 
+def host_transforms(compiled: Compiled) -> list[HostTransform]:
+    """What the host does to each input tensor to lay it out for the accelerator."""
+    program, op = compiled.program, compiled.operator
+    return [host_transform(program.tensors[name], op.tensor(program.tensors[name]).size,
+                           program.element_maps[name]) for name in ("inp", "wgt")]
+
+
 def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
                      progress: Progress = SILENT) -> Outcome:
     """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
@@ -37,11 +44,7 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
     progress.stage("verifying in the functional model")
     verification = verify_program(op, program, acc.pattern, options.epilogue, inputs, progress)
     progress.stage("costing")
-    transforms = [
-        host_transform(program.tensors[name], op.tensor(program.tensors[name]).size,
-                       program.element_maps[name])
-        for name in ("inp", "wgt")
-    ]
+    transforms = host_transforms(compiled)
     b = board(options.board)
     timing = simulate(list(program.insns), acc.vta, b)
     bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.vta, b)

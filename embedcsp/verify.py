@@ -48,9 +48,17 @@ def execute_image(insns, dram: np.ndarray, cfg, pattern: Pattern, out_dram: np.n
     return final[out_dram].view(np.int8), counters
 
 
-def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
-                   inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> Verification:
-    """Execute on `inputs` (see reference.random_inputs) and compare every output."""
+@dataclass(frozen=True, eq=False)
+class ProgramRun:
+    """What one execution of a compiled program gave: its outputs, and their check."""
+
+    outputs: dict[str, np.ndarray]  # output tensor name -> int8 array of its logical shape
+    verification: Verification
+
+
+def run_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
+                inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> ProgramRun:
+    """Execute on `inputs` (logical int8 tensors) and compare every output with the ground truth."""
     start = time.perf_counter()
     dram = dram_image(program, inputs)
     out_dram = output_dram(program, op.output.shape)
@@ -58,4 +66,10 @@ def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: E
     insns = decode_program(encode_program(list(program.insns), program.config), program.config)
     got, counters = execute_image(insns, dram, program.config, pattern, out_dram, progress)
     want = reference_output(op, inputs, epilogue)
-    return compare(op, got, want, counters, time.perf_counter() - start)
+    return ProgramRun({op.output.name: got}, compare(op, got, want, counters, time.perf_counter() - start))
+
+
+def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
+                   inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> Verification:
+    """`run_program`'s verdict alone (see reference.random_inputs for inputs)."""
+    return run_program(op, program, pattern, epilogue, inputs, progress).verification
