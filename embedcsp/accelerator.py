@@ -1,7 +1,7 @@
 """Accelerator descriptions: the VTA family as data.
 
 Every size, depth and instruction field width is derived from the ten
-vta_config numbers (vta.md section 1), so a variant build (other BATCH,
+vta_config numbers (docs/vta.md section 1), so a variant build (other BATCH,
 BLOCK_IN, BLOCK_OUT or buffer sizes) needs a new TOML file, not new code.
 """
 
@@ -22,10 +22,10 @@ else:  # Python 3.10: the same parser, published as tomli
 from embedcsp.errors import IsaError
 from embedcsp.pattern import Pattern, parse_pattern
 
-# Memory ids of LOAD/STORE (vta.md 2).
+# Memory ids of LOAD/STORE (docs/vta.md section 2).
 MEM_UOP, MEM_WGT, MEM_INP, MEM_ACC, MEM_OUT, MEM_ACC_8BIT = range(6)
 
-# Fixed widths of hw_spec_const.h (vta.md 2).
+# Fixed widths of hw_spec_const.h (docs/vta.md section 2).
 MEMOP_SRAM_ADDR_BITS = 16
 MEMOP_DRAM_ADDR_BITS = 32
 MEMOP_SIZE_BITS = 16

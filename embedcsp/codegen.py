@@ -7,7 +7,7 @@ Loop nest, per tile step (rt, ct, lt) in plan order, red innermost:
 The address arithmetic of loads, GEMMs and stores belongs to the layout form:
 MatrixForm here (packed rows x red matrices), DirectForm in embedcsp.direct
 (channel-blocked tensors walked by the filter window).
-Dependency tokens (vta.md 3.1) enforce exactly the orderings the buffers need:
+Dependency tokens (docs/vta.md section 3) enforce exactly the orderings the buffers need:
   l2g  the loads of a step are done; compute pops it before that step;
   g2l  the last step reading a slot that a later load overwrites is done;
        the load pops every such token up to the one it needs;
@@ -292,7 +292,7 @@ def output_dram(program: Program, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def layout_arrays(program: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """layout.npz: where each tensor element lives in dram.bin (design.md 4)."""
+    """layout.npz: where each tensor element lives in dram.bin (docs/bundle-format.md)."""
     out: dict[str, np.ndarray] = {}
     for name in ("inp", "wgt"):
         emap = program.element_maps[name].reshape(-1)

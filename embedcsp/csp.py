@@ -280,7 +280,7 @@ class Pins:
 
 
 def reference_pins(op: Operator) -> Pins:
-    """VTA's fixed TVM strategy (vta.md 4.3), whatever it costs.
+    """VTA's fixed TVM strategy (docs/vta.md section 8), whatever it costs.
 
     gemm: rows = N, BLOCK_OUT = M, BLOCK_IN = K, packed matrices.
     conv2d: NCHW1n16c data and OIHW16o16i weights read in place, one GEMM

@@ -1,4 +1,4 @@
-"""VTA instructions and micro-ops at bit level (vta.md section 2).
+"""VTA instructions and micro-ops at bit level (docs/vta.md section 2).
 
 Instructions are C bitfields on two uint64 words: a field never straddles bit
 64, so the layout is "place fields in order, skip to the next word when one

@@ -1,6 +1,6 @@
-"""Instruction and micro-op encoding, bit for bit (vta.md section 2).
+"""Instruction and micro-op encoding, bit for bit (docs/vta.md section 2).
 
-The bit positions below are written out by hand from vta.md's tables (and, for
+The bit positions below are written out by hand from docs/vta.md's tables (and, for
 the variant, by applying the C-bitfield rule "a field never straddles bit 64"
 by hand), never read back from embedcsp.encoding.layouts.
 """
@@ -40,20 +40,20 @@ VARIANT = load_accelerator(ISA / "vta_b2_i8_o32.toml").vta
 
 
 def bits(msb: int, lsb: int) -> tuple[int, int]:
-    """vta.md writes fields as [msb:lsb]; return (lsb, width)."""
+    """docs/vta.md writes fields as [msb:lsb]; return (lsb, width)."""
     return lsb, msb - lsb + 1
 
 
 HEADER = {"pop_prev": bits(3, 3), "pop_next": bits(4, 4), "push_prev": bits(5, 5), "push_next": bits(6, 6)}
 
-MEM = {  # vta.md 2.2; identical for every config (fixed hw_spec_const.h widths)
+MEM = {  # docs/vta.md section 2; identical for every config (fixed hw_spec_const.h widths)
     "memory_type": bits(9, 7), "sram_base": bits(25, 10), "dram_base": bits(57, 26),
     "y_size": bits(79, 64), "x_size": bits(95, 80), "x_stride": bits(111, 96),
     "y_pad_0": bits(115, 112), "y_pad_1": bits(119, 116), "x_pad_0": bits(123, 120),
     "x_pad_1": bits(127, 124),
 }
 
-LOOP_DEFAULT = {  # vta.md 2.3
+LOOP_DEFAULT = {  # docs/vta.md section 2
     "reset": bits(7, 7), "uop_bgn": bits(20, 8), "uop_end": bits(34, 21), "iter_out": bits(48, 35),
     "iter_in": bits(62, 49), "dst_factor_out": bits(74, 64), "dst_factor_in": bits(85, 75),
     "src_factor_out": bits(96, 86), "src_factor_in": bits(107, 97),
@@ -72,7 +72,7 @@ LOOP_VARIANT = {
     "src_factor_out": bits(88, 80), "src_factor_in": bits(97, 89),
 }
 GEMM_VARIANT = {**LOOP_VARIANT, "wgt_factor_out": bits(105, 98), "wgt_factor_in": bits(113, 106)}
-# The ALU's source factors index ACC, so they are 8 bits here, not INP's 9 (vta.md 2.3, corrected).
+# The ALU's source factors index ACC, so they are 8 bits here, not INP's 9 (docs/vta.md section 2, ALU layout).
 ALU_VARIANT = {**LOOP_VARIANT, "src_factor_out": bits(87, 80), "src_factor_in": bits(95, 88),
                "alu_opcode": bits(98, 96), "use_imm": bits(99, 99), "imm": bits(115, 100)}
 UOP_VARIANT = {"dst": bits(7, 0), "src": bits(16, 8), "wgt": bits(24, 17)}  # src = max(8, 9) bits

@@ -1,7 +1,7 @@
 """The functional model on hand-built programs, checked against plain-loop numpy models.
 
-Expected values are computed element by element with Python ints (vta.md
-section 3), never with the simulator's own vectorised code.
+Expected values are computed element by element with Python ints (docs/vta.md
+section 4), never with the simulator's own vectorised code.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def run_keep(monkeypatch):
 
 
 def model_load(sram: np.ndarray, dram: np.ndarray, insn: MemInsn, elem: int, dtype) -> None:
-    """vta.md 3.2, one element at a time: pads are zero, rows are contiguous in SRAM."""
+    """docs/vta.md section 4 (LOAD), one element at a time: pads are zero, rows are contiguous in SRAM."""
     y0, y1, x0, x1 = insn.y_pad_0, insn.y_pad_1, insn.x_pad_0, insn.x_pad_1
     cols = x0 + insn.x_size + x1
     rows = y0 + insn.y_size + y1
@@ -204,7 +204,7 @@ def test_load_acc_acc8bit_and_store_truncation(run_keep):
 # ---------------------------------------------------------------- GEMM
 
 def gemm_model(acc, inp, wgt, insn: GemmInsn, uops) -> None:
-    """vta.md 3.3 as written: for y, for x, for u."""
+    """docs/vta.md section 4 (GEMM) as written: for y, for x, for u."""
     for y in range(insn.iter_out):
         for x in range(insn.iter_in):
             for u in range(insn.uop_bgn, insn.uop_end):

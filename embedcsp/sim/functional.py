@@ -1,4 +1,4 @@
-"""Bit-exact functional model of VTA (vta.md section 3), vectorised per instruction.
+"""Bit-exact functional model of VTA (docs/vta.md sections 3 to 6), vectorised per instruction.
 
 It runs the load, compute and store modules like fsim (each in program order,
 each until it blocks on a token), and refuses programs that are wrong on real
@@ -78,7 +78,7 @@ class Counters:
 
 
 def module_of(insn: Insn) -> int:
-    """Routing of fetch (vta.md 3.1)."""
+    """Routing of fetch (docs/vta.md section 3)."""
     if isinstance(insn, MemInsn):
         if insn.opcode != OP_LOAD:
             return STORE

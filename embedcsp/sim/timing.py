@@ -1,4 +1,4 @@
-"""Cycle model of a VTA program under decoupled access-execute (vta.md 3.7).
+"""Cycle model of a VTA program under decoupled access-execute (docs/vta.md section 7).
 
 The load, compute and store modules each run their instructions in program
 order; an instruction starts when its module is free and every token it pops
@@ -40,8 +40,8 @@ class Board:
     name: str
     clock_mhz: float
     bus_bytes: int  # AXI width: pkg_config's LOG_BUS_WIDTH 6 -> 8 B, 7 -> 16 B
-    gemm_fill: int = 8  # GEMM pipeline depth: vta.md 3.7 estimates 5-10 cycles
-    alu_ii: int = 2  # HLS ALU loop II (vta.md 3.4, hardware.rst)
+    gemm_fill: int = 8  # GEMM pipeline depth: docs/vta.md section 7 estimates 5-10 cycles
+    alu_ii: int = 2  # HLS ALU loop II (docs/vta.md section 7)
     dma_row: int = 2  # cycles to start each row of a 2-D transfer (burst setup)
     issue: int = 1  # decode and dispatch of any instruction
 
