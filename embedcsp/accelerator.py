@@ -280,6 +280,9 @@ def _check_vta_pattern(acc: Accelerator, source: str) -> None:
     p = acc.pattern
     if p.output.name != "acc" or {o.name for o in p.inputs} != {"inp", "wgt"}:
         raise IsaError(f"{source}: a VTA intrinsic must read 'inp' and 'wgt' into 'acc', got {p.statement()!r}")
+    if p.inputs[0].name != "inp":
+        raise IsaError(f"{source}: write the VTA intrinsic with inp first, as "
+                       f"'acc[b,o] += inp[b,i] * wgt[o,i]'; got {p.statement()!r}")
     inp, wgt = p.operand("inp"), p.operand("wgt")
     if len(p.output.dims) != 2 or len(inp.dims) != 2 or len(wgt.dims) != 2:
         raise IsaError(f"{source}: VTA operands are 2-D tiles, got {p.statement()!r}")

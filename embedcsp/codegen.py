@@ -19,7 +19,7 @@ every module's work is ordered before FINISH and no token is left over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -248,11 +248,23 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     uops = encode_uops(np.array(kernels.dst), np.array(kernels.src), np.array(kernels.wgt), cfg)
     regions["uop"] = Region(offset, int(uops.size) * 4, cfg.uop_elem_bytes)
     uop_load = MemInsn(OP_LOAD, MEM_UOP, 0, regions["uop"].base, 1, int(uops.size), int(uops.size))
-    insns = [uop_load] + [i for _, i in stream]
+    insns = [uop_load] + [_squeeze(i) for _, i in stream]
     insns.append(_nop(COMPUTE, Deps(pop_next=True)))  # the last STORE's token
     insns.append(FinishInsn())
     tensors = {name: emb.bound[name] for name in ("inp", "wgt", "acc")}
     return Program(cfg, tuple(insns), uops, regions, maps, tensors)
+
+
+def _squeeze(insn: Insn) -> Insn:
+    """Zero the factors of a loop that runs once: they never move an index, and a tiny
+    buffer's factor field may be too narrow for them (an ACC of depth 2 has 1-bit factors)."""
+    if not isinstance(insn, (GemmInsn, AluInsn)):
+        return insn
+    zero = {}
+    for loop in ("out", "in"):
+        if getattr(insn, f"iter_{loop}") <= 1:
+            zero.update({f.name: 0 for f in fields(insn) if f.name.endswith(f"_factor_{loop}")})
+    return replace(insn, **zero)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -108,7 +108,7 @@ def parse_pattern(statement: str, lanes: dict[str, int]) -> Pattern:
     if extra:
         raise IsaError(f"intrinsic lanes name {', '.join(extra)}, which the statement does not use")
     for d in used:
-        if not isinstance(lanes[d], int) or lanes[d] < 1:
+        if not isinstance(lanes[d], int) or isinstance(lanes[d], bool) or lanes[d] < 1:
             raise IsaError(f"intrinsic lane {d} must have a positive whole extent, got {lanes[d]!r}")
         if sum(d in dims for dims in (out_dims, a_dims, b_dims)) != 2:
             raise IsaError(

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedcsp.errors import BadInput
 from embedcsp.operator import Operator
 
+EPILOGUES = ("wrap", "requant")
+MAX_SHIFT = 15  # docs/vta.md section 4 (ALU): the HLS core's SHR amount is 5 signed bits
 _EXACT = 2**53
 _INT8_PRODUCT = 128 * 128  # the largest |int8 * int8|
 
@@ -24,6 +27,15 @@ class Epilogue:
 
     kind: str = "wrap"
     shift: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EPILOGUES:
+            raise BadInput(f"unknown epilogue {self.kind!r}: expected one of {', '.join(EPILOGUES)}")
+        if not isinstance(self.shift, int) or isinstance(self.shift, bool):
+            raise BadInput(f"the requant shift must be a whole number, got {self.shift!r}")
+        if self.kind == "requant" and not 0 <= self.shift <= MAX_SHIFT:
+            raise BadInput(f"the requant shift must be within 0..{MAX_SHIFT}, got {self.shift}: VTA's "
+                           "ALU reads a shift as 5 signed bits, so 16..31 would shift left on hardware")
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
         if self.kind == "wrap":

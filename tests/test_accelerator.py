@@ -147,6 +147,10 @@ BAD = {
                       r"LOG_BATCH must be a whole number >= 0, got True"),
     "micro_op_too_wide": (toml_text(config={**CONFIG, "LOG_ACC_BUFF_SIZE": 18}),
                           r"micro-op needs 34 bits"),
+    "wgt_written_first": (toml_text(statement="acc[b,o] += wgt[o,i] * inp[b,i]"),
+                          r"write the VTA intrinsic with inp first"),
+    "boolean_lane": (toml_text(lanes="{ b = true, o = 16, i = 16 }"),
+                     r"lane b must have a positive whole extent, got True"),
 }
 
 
