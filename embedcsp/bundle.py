@@ -1,4 +1,4 @@
-"""The program bundle (design.md section 4, docs/bundle-format.md): what any VTA simulator can run.
+"""The program bundle (docs/bundle-format.md): what any VTA simulator can run.
 
     manifest.json  format, vta_config, operator, epilogue, tensors, dram_bytes, status,
                    provenance, plus fields of our own
@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
@@ -436,7 +434,7 @@ def _program(m: _Manifest, file: Path, cfg: VtaConfig, dram_bytes: int) -> list:
 
 
 def _check_dram_range(file: Path, pc: int, insn: MemInsn, cfg: VtaConfig, dram_bytes: int) -> None:
-    """Every byte a LOAD or STORE moves lies inside dram.bin (vta.md 3.2, 3.5)."""
+    """Every byte a LOAD or STORE moves lies inside dram.bin (docs/vta.md section 4)."""
     op = "LOAD" if insn.opcode == OP_LOAD else "STORE"
     if insn.memory_type not in _MEM_NAMES:
         raise BadInput(f"{file}: instruction {pc} ({op}) has unknown memory type {insn.memory_type}")
@@ -497,9 +495,11 @@ def _layout(file: Path, op: Operator, dram_bytes: int) -> dict[str, np.ndarray]:
             if missing:
                 raise BadInput(f"{file} lacks {', '.join(missing)}")
             layout = _npz_arrays(npz, {k: limit for k in need}, str(file))
-    except BadInput:
+    except (BadInput, MemoryError):
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    # numpy's header parser and zipfile raise many kinds (TokenError, SyntaxError, BadZipFile,
+    # zlib.error, EOFError, ...); each of them means an unreadable file.
+    except Exception as exc:  # noqa: BLE001
         raise BadInput(f"{file} is not a readable npz archive ({type(exc).__name__}: {str(exc)[:120]})") from None
     for k, arr in layout.items():
         if not isinstance(arr, np.ndarray):
@@ -628,9 +628,11 @@ def load_inputs(file: Path, op: Operator) -> dict[str, np.ndarray]:
             arrays: dict[str, Any] = _npz_arrays(
                 npz, {n: 8 * want[n].size for n in npz.files if n in want}, source)
             arrays.update({n: None for n in npz.files if n not in want})  # named, so refused below
-    except BadInput:
+    except (BadInput, MemoryError):
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    # numpy's header parser and zipfile raise many kinds (TokenError, SyntaxError, BadZipFile,
+    # zlib.error, EOFError, ...); each of them means an unreadable file.
+    except Exception as exc:  # noqa: BLE001
         raise BadInput(f"{source} is not a readable npz archive "
                        f"({type(exc).__name__}: {str(exc)[:120]})") from None
     return check_inputs(op, arrays, source)
