@@ -44,7 +44,7 @@ from embedcsp.errors import BadInput
 from embedcsp.layout import HostTransform
 from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
 from embedcsp.pipeline import Compiled
-from embedcsp.reference import Epilogue, random_inputs, reference_output
+from embedcsp.reference import MAX_SHIFT, Epilogue, random_inputs, reference_output
 from embedcsp.report import provenance
 from embedcsp.sim.decode import decode_program  # the model's own reading, not the encoder's
 from embedcsp.verify import Verification, compare, execute_image
@@ -284,7 +284,7 @@ def _epilogue(m: _Manifest) -> Epilogue:
     if kind == "requant":
         if "rounding" in table and table["rounding"] != "floor":
             raise m.bad(f"epilogue.rounding {table['rounding']!r} is not supported; VTA's SHR rounds 'floor'")
-        return Epilogue("requant", m.int_(table, "shift", "epilogue.shift", 0, 31))
+        return Epilogue("requant", m.int_(table, "shift", "epilogue.shift", 0, MAX_SHIFT))
     raise m.bad(f"unknown epilogue {kind!r}: expected 'wrap' or 'requant'")
 
 

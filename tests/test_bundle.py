@@ -129,7 +129,9 @@ MANIFEST_DAMAGE = [
     # epilogues
     ("unknown epilogue", setter("epilogue", {"kind": "saturate"}), "unknown epilogue 'saturate'"),
     ("shift out of range", setter("epilogue", {"kind": "requant", "shift": 40}),
-     "epilogue.shift must be within 0..31"),
+     "epilogue.shift must be within 0..15"),
+    ("shift that hardware reads as a left shift", setter("epilogue", {"kind": "requant", "shift": 16}),
+     "epilogue.shift must be within 0..15"),
     # shapes
     ("negative M", setter("operator", "M", -3), "M must be at least 1"),
     ("zero K", setter("operator", "K", 0), "K must be at least 1"),
