@@ -28,7 +28,7 @@ from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
 from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.progress import SILENT, Progress, TerminalProgress
-from embedcsp.reference import Epilogue
+from embedcsp.reference import MAX_SHIFT, Epilogue
 from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
 from embedcsp.sim.timing import board
 
@@ -107,6 +107,9 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
     try:
         check_time_limit(time_limit)
         check_seed(seed)
+        if not 0 <= shift <= MAX_SHIFT:
+            raise BadInput(f"--shift must be within 0..{MAX_SHIFT}, got {shift} (VTA's ALU reads a shift "
+                           "as 5 signed bits, so 16..31 would shift left on hardware)")
         if out is not None and out.exists() and not out.is_dir():
             raise BadInput(f"--out {str(out)!r} exists and is not a directory")
         op: Operator = op_factory()

@@ -76,7 +76,7 @@ BAD = [
     (["solve", "deepbench", "gemm-sever-2"], "malformed DeepBench operator name"),
     (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--isa", "/nonexistent.toml"], "does not exist"),
     (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--time-limit", "0"], "--time-limit must be a positive number"),
-    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--shift", "40"], "--shift must be within 0..31"),
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--shift", "40"], "--shift must be within 0..15"),
     (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--board", "zed"], "unknown board"),
     (["solve", "conv2d", "--n", "1", "--c", "3", "--h", "4", "--w", "4", "--k", "8", "--r", "9", "--s", "3"],
      "larger than the padded"),

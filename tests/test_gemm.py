@@ -58,7 +58,7 @@ def test_output_read_back_through_the_bundle_layout(tmp_path):
     assert run_bundle(b, seed=9).ok
 
 
-@pytest.mark.parametrize("shift", [0, 7, 31])
+@pytest.mark.parametrize("shift", [0, 7, 15])
 def test_requant_epilogue(shift):
     op = gemm(40, 24, 300)
     o = solve_and_verify(op, ACC, Options(epilogue=Epilogue("requant", shift)), seed=shift)
