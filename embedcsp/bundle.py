@@ -627,7 +627,8 @@ def load_inputs(file: Path, op: Operator) -> dict[str, np.ndarray]:
             # Values may come as any integer dtype: up to 8 bytes an element.
             arrays: dict[str, Any] = _npz_arrays(
                 npz, {n: 8 * want[n].size for n in npz.files if n in want}, source)
-            arrays.update({n: None for n in npz.files if n not in want})  # named, so refused below
+            # The output's name is skipped, so a --dump file can be fed back as --inputs.
+            arrays.update({n: None for n in npz.files if n not in want and n != op.output.name})
     except (BadInput, MemoryError):
         raise
     # numpy's header parser and zipfile raise many kinds (TokenError, SyntaxError, BadZipFile,
