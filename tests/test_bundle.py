@@ -447,9 +447,9 @@ def test_a_dump_replays_as_inputs(gemm_bundle, tmp_path):
     b = np.full((40, 24), -7, np.int8)
     np.savez(tmp_path / "in.npz", A=a, B=b)
     assert cli("run", str(gemm_bundle), "--inputs", str(tmp_path / "in.npz"),
-               "--dump", str(tmp_path / "first.npz")).returncode == 0
+               "--dump", str(tmp_path / "first.npz")).exit_code == 0
     r = cli("run", str(gemm_bundle), "--inputs", str(tmp_path / "first.npz"), "--dump", str(tmp_path / "again.npz"))
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     with np.load(tmp_path / "first.npz") as first, np.load(tmp_path / "again.npz") as again:
         want = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int8)
         assert np.array_equal(first["C"], want) and np.array_equal(again["C"], want)
