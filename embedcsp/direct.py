@@ -35,6 +35,7 @@ from embedcsp.accelerator import (
     MEMOP_PAD_BITS,
 )
 from embedcsp.embedding import Embedding
+from embedcsp.errors import NoEmbedding
 from embedcsp.encoding import OP_LOAD, OP_STORE, GemmInsn, MemInsn
 from embedcsp.hazard import gemm_hazard
 from embedcsp.operator import Operator
@@ -167,6 +168,11 @@ def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES
                             t = Tiling(pt, kbt, cbt, outer, slots, slots, slots, width=qt)
                             cycles, load = _estimate(emb, g, t, bus_bytes)
                             scored.append(((cycles, load, -pt * qt * kbt * cbt, outer, slots), t))
+    if not scored:
+        raise NoEmbedding(
+            f"no tiling of the direct form fits this VTA's buffers (INP {d_inp}, WGT {d_wgt}, "
+            f"ACC {d_acc} elements): not even one output pixel of one channel block with its "
+            f"{g.R}x{g.S} filter window")
     scored.sort(key=lambda item: item[0])
     return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, g.tiles(t)) for (cycles, load, *_), t in scored]
 

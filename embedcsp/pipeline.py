@@ -10,7 +10,7 @@ them and times each one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.codegen import Program, UopOverflow, element_maps, generate
@@ -64,14 +64,28 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     t0 = time.perf_counter()
     progress.stage("solving the embedding")
     pins = reference_pins(op) if options.strategy == "reference" else Pins()
-    embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
-    check_scalar(embedding, sample_instances(embedding, options.seed))
+    embedding, report = _solve(op, acc, options, pins)
     t1 = time.perf_counter()
     progress.stage("planning and generating code")
-    plan, program = _best_program(embedding, options)
+    try:
+        plan, program = _best_program(embedding, options)
+    except NoEmbedding:
+        if embedding.form != "direct" or options.strategy != "csp":
+            raise
+        # The direct form won on bytes but no tiling of it fits the buffers (a variant
+        # with a tiny INP buffer): the packed matrix form is the next best choice.
+        embedding, report = _solve(op, acc, options, replace(pins, form="matrix"))
+        plan, program = _best_program(embedding, options)
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
     return Compiled(op, acc, options, embedding, report, plan, program, seconds)
+
+
+def _solve(op: Operator, acc: Accelerator, options: Options, pins: Pins) -> tuple[Embedding, SolveReport]:
+    """The CSP, then its answer expanded back to scalar nodes and checked."""
+    embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
+    check_scalar(embedding, sample_instances(embedding, options.seed))
+    return embedding, report
 
 
 # Re-ranking generates a program per candidate; beyond this many tile steps the
