@@ -1,0 +1,1 @@
+"""Accelerator families, one package each (docs/gemmini.md for the Gemmini family)."""
