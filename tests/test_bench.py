@@ -331,15 +331,15 @@ def test_cli_subset_leaves_the_committed_baseline_alone(tmp_path):
     """The bug this guards against: `bench --only X` replaced bench/deepbench_all.* with one row."""
     out = tmp_path / "bench"
     out.mkdir()
-    for x in bench.SUFFIXES:  # the committed baseline predates recorded selections
+    for x in bench.SUFFIXES:  # the committed baseline: suite all, shipped VTA, pynq, seed 0
         (out / f"deepbench_all{x}").write_bytes((ROOT / "bench" / f"deepbench_all{x}").read_bytes())
     before = _digests(out, "deepbench_all")
     for _ in range(2):
         r = cli("bench", "--only", "gemm-device-4", "--out", str(out), "--time-limit", "5")
         assert r.returncode == 0, r.stderr
     assert _digests(out, "deepbench_all") == before
-    r = cli("bench", "--suite", "all", "--out", str(out))  # refused up front, nothing computed
-    assert r.returncode == 2 and "records no selection" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("bench", "--suite", "all", "--board", "ultra96", "--out", str(out))  # refused, nothing computed
+    assert r.returncode == 2 and "board pynq, this run ultra96" in r.stderr and r.stderr.count("\n") == 1
     assert _digests(out, "deepbench_all") == before
 
 
