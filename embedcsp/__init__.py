@@ -22,12 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from embedcsp.__about__ import __version__
-from embedcsp.accelerator import (
-    Accelerator,
-    VtaConfig,
-    load_accelerator,
-    vta_accelerator,
-)
+from embedcsp.accelerator import Accelerator, load_accelerator
 from embedcsp.bundle import Bundle, BundleRun, check_inputs, read_bundle, run_bundle
 from embedcsp.bundle import write_bundle as _write_bundle
 from embedcsp.errors import (
@@ -42,6 +37,7 @@ from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs
 from embedcsp.report import Outcome, host_transforms, solve_and_verify
+from embedcsp.targets.vta.config import VtaConfig, vta_accelerator
 from embedcsp.verify import ProgramRun, Verification, run_program
 
 __all__ = [

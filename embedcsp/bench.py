@@ -57,7 +57,7 @@ from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
 from embedcsp.pipeline import Options
 from embedcsp.report import Outcome, solve_and_verify
-from embedcsp.sim.timing import board as board_named
+from embedcsp.targets.vta.timing import board as board_named
 
 COLUMNS = [
     "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride",

@@ -18,15 +18,22 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from embedcsp.accelerator import (
+from embedcsp.errors import BadInput
+from embedcsp.layout import HostTransform
+from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
+from embedcsp.pipeline import Compiled
+from embedcsp.reference import MAX_SHIFT, Epilogue, random_inputs, reference_output
+from embedcsp.report import provenance
+from embedcsp.targets.vta.codegen import dram_image, layout_arrays
+from embedcsp.targets.vta.config import (
     CONFIG_KEYS,
     MEM_ACC,
     MEM_ACC_8BIT,
@@ -38,15 +45,10 @@ from embedcsp.accelerator import (
     validate_config,
     vta_accelerator,
 )
-from embedcsp.codegen import dram_image, layout_arrays
-from embedcsp.encoding import OP_LOAD, FinishInsn, MemInsn, encode_program
-from embedcsp.errors import BadInput
-from embedcsp.layout import HostTransform
-from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
-from embedcsp.pipeline import Compiled
-from embedcsp.reference import MAX_SHIFT, Epilogue, random_inputs, reference_output
-from embedcsp.report import provenance
-from embedcsp.sim.decode import decode_program  # the model's own reading, not the encoder's
+from embedcsp.targets.vta.decode import (
+    decode_program,  # the model's own reading, not the encoder's
+)
+from embedcsp.targets.vta.encoding import OP_LOAD, FinishInsn, MemInsn, encode_program
 from embedcsp.verify import Verification, compare, execute_image
 
 FORMAT = "embedcsp-bundle/1"
@@ -86,7 +88,7 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
     doc = {
         "format": FORMAT,
         "isa": "vta",
-        "vta_config": compiled.accelerator.vta.as_dict(),
+        "vta_config": compiled.accelerator.config.as_dict(),
         "operator": {"kind": op.kind, **op.param_dict},
         "epilogue": compiled.options.epilogue.manifest(),
         "program": "program.bin",

@@ -30,7 +30,7 @@ from embedcsp.pipeline import Options
 from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import MAX_SHIFT, Epilogue
 from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
-from embedcsp.sim.timing import board
+from embedcsp.targets.vta.timing import board
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Program deep learning accelerators by constraint solving (CP-SAT), "

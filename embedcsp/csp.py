@@ -16,7 +16,7 @@ Constraints (the scalar dataflow, stated per dim)
 Objective (lexicographic, one CP-SAT solve per level)
   1. padded MACs = prod over lane classes of ceil(fused/lanes)*lanes x loops;
   2. bytes of the packed operands in DRAM (padding and im2col duplication);
-     this is where conv2d's direct form (no im2col, embedcsp.direct) wins
+     this is where conv2d's direct form (no im2col, embedcsp.targets.vta.direct) wins
      when it costs no lanes;
   3. a fixed order over the remaining ties, so the answer does not depend on
      the solver's search.
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.direct import direct_unsupported, host_padding
 from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
+from embedcsp.targets.vta.direct import direct_unsupported, host_padding
 
 ROLES = ("row", "col", "red")
 CP_SAT_MAX = 2**62  # CP-SAT integer domains are int64
@@ -136,7 +136,7 @@ class _Model:
                     m.add(self.lane[d.name][r] == 0)
 
     def _form(self) -> None:
-        """The direct conv form (embedcsp.direct): the data tensor stays channel-blocked.
+        """The direct conv form (embedcsp.targets.vta.direct): the data tensor stays channel-blocked.
 
         It needs channels alone on BLOCK_IN, output channels alone on BLOCK_OUT and
         nothing but the batch on BATCH, so that one inp element is one pixel's
@@ -158,7 +158,7 @@ class _Model:
 
     def _direct_inp_bytes(self, n_on_lanes: bool) -> int:
         """Bytes of the channel-blocked data tensor in the direct form."""
-        cfg, p = self.acc.vta, self.op.param_dict
+        cfg, p = self.acc.config, self.op.param_dict
         rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
         hp, wp = host_padding(self.op)
         return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * (p["H"] + 2 * hp) * (p["W"] + 2 * wp)

@@ -75,7 +75,7 @@ class Embedding:
     # How inp reaches the accelerator: "matrix" packs the rows x red matrix on the
     # host (im2col, duplicating overlapping windows); "direct" keeps the tensor
     # channel-blocked and lets LOAD padding and micro-op arithmetic walk the
-    # filter window (see embedcsp.direct).
+    # filter window (see embedcsp.targets.vta.direct).
     form: str = "matrix"
 
     @cached_property

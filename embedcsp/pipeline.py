@@ -13,16 +13,16 @@ import time
 from dataclasses import dataclass, field, replace
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.codegen import Program, UopOverflow, element_maps, generate
 from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
-from embedcsp.direct import direct_plans
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import Operator
-from embedcsp.plan import MAX_DRAM_BYTES, Plan, candidate_plans
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue
-from embedcsp.sim.timing import board, simulate
+from embedcsp.targets.vta.codegen import Program, UopOverflow, element_maps, generate
+from embedcsp.targets.vta.direct import direct_plans
+from embedcsp.targets.vta.plan import MAX_DRAM_BYTES, Plan, candidate_plans
+from embedcsp.targets.vta.timing import board, simulate
 
 
 @dataclass(frozen=True)

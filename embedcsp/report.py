@@ -13,7 +13,7 @@ from embedcsp.operator import Operator
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import random_inputs
-from embedcsp.sim.timing import Roofline, Timing, board, roofline, simulate
+from embedcsp.targets.vta.timing import Roofline, Timing, board, roofline, simulate
 from embedcsp.verify import Verification, verify_program
 
 
@@ -46,8 +46,8 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
     progress.stage("costing")
     transforms = host_transforms(compiled)
     b = board(options.board)
-    timing = simulate(list(program.insns), acc.vta, b)
-    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.vta, b)
+    timing = simulate(list(program.insns), acc.config, b)
+    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.config, b)
     return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
@@ -123,7 +123,7 @@ def outcome_text(o: Outcome) -> list[str]:
     counts = c.program.insn_counts()
     loads = v.counters.load_bytes
     lines = [
-        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.vta.bitstream_tag()}, "
+        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.config.bitstream_tag()}, "
         f"sha256 {c.accelerator.digest[:12]})",
         f"strategy   {_STRATEGY_TEXT[c.options.strategy]}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedcsp.codegen import Program, dram_image, output_dram
-from embedcsp.encoding import encode_program
 from embedcsp.operator import Operator
 from embedcsp.pattern import Pattern
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue, reference_output
-from embedcsp.sim.decode import decode_program
-from embedcsp.sim.functional import Counters, run
+from embedcsp.targets.vta.codegen import Program, dram_image, output_dram
+from embedcsp.targets.vta.decode import decode_program
+from embedcsp.targets.vta.encoding import encode_program
+from embedcsp.targets.vta.functional import Counters, run
 
 
 @dataclass(frozen=True)

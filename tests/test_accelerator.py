@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from embedcsp.accelerator import (
+from embedcsp.accelerator import accelerator_from_dict, load_accelerator
+from embedcsp.errors import IsaError
+from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_ACC_8BIT,
     MEM_INP,
@@ -14,11 +16,8 @@ from embedcsp.accelerator import (
     MEM_UOP,
     MEM_WGT,
     VtaConfig,
-    accelerator_from_dict,
-    load_accelerator,
     vta_accelerator,
 )
-from embedcsp.errors import IsaError
 
 ISA = Path(__file__).resolve().parents[1] / "isa"
 
@@ -49,7 +48,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_description():
     acc = load_accelerator()
     assert acc.name == "vta" and acc.family == "vta"
-    cfg = acc.vta
+    cfg = acc.config
     assert cfg == VtaConfig()
     assert (cfg.batch, cfg.block_in, cfg.block_out) == (1, 16, 16)
     assert {m: cfg.depth(m) for m in (MEM_UOP, MEM_INP, MEM_WGT, MEM_ACC, MEM_OUT)} == {
@@ -69,13 +68,13 @@ def test_default_file_equals_packaged_default_and_python_api():
     from_file = load_accelerator(ISA / "vta.toml")
     packaged = load_accelerator()
     api = vta_accelerator()
-    assert from_file.vta == packaged.vta == api.vta == VtaConfig()
+    assert from_file.config == packaged.config == api.config == VtaConfig()
     assert from_file.pattern == packaged.pattern == api.pattern
 
 
 def test_variant_description():
     acc = load_accelerator(ISA / "vta_b2_i8_o32.toml")
-    cfg = acc.vta
+    cfg = acc.config
     assert acc.name == "vta-b2-i8-o32"
     assert (cfg.batch, cfg.block_in, cfg.block_out) == (2, 8, 32)
     assert {m: cfg.depth(m) for m in (MEM_UOP, MEM_INP, MEM_WGT, MEM_ACC)} == {
@@ -86,14 +85,14 @@ def test_variant_description():
     assert cfg.bitstream_tag() == "2x8x32_i8w8a32_13_13_16_16"
     assert acc.pattern.extents == {"b": 2, "o": 32, "i": 8}
     same = vta_accelerator(cfg, name="v")
-    assert same.vta == cfg and same.pattern == acc.pattern
+    assert same.config == cfg and same.pattern == acc.pattern
 
 
 def test_pkg_config_shorthands(tmp_path):
     config = {k: v for k, v in CONFIG.items() if k not in ("LOG_BLOCK_IN", "LOG_BLOCK_OUT")}
     config.update(LOG_BLOCK=5, TARGET='"sim"', HW_VER='"0.0.2"')
     acc = load_accelerator(write(tmp_path, toml_text(config=config)))
-    assert (acc.vta.block_in, acc.vta.block_out) == (32, 32)
+    assert (acc.config.block_in, acc.config.block_out) == (32, 32)
     assert acc.pattern.extents == {"b": 1, "o": 32, "i": 32}
     assert acc.name == "test"
 
@@ -122,8 +121,10 @@ BAD = {
                         r"unknown vta_config key\(s\) LOG_INP_WDITH; expected LOG_INP_WIDTH"),
     "missing_key": (toml_text(config=_without("LOG_ACC_BUFF_SIZE")),
                     r"vta_config is missing LOG_ACC_BUFF_SIZE"),
-    "wrong_family": (toml_text(family="tpu"), r"family must be 'vta' \(got 'tpu'\)"),
-    "no_family": (toml_text().replace('family = "vta"\n', ""), r"family must be 'vta' \(got None\)"),
+    "wrong_family": (toml_text(family="tpu"), r"unknown accelerator family 'tpu'; known: .*vta"),
+    "no_family": (toml_text().replace('family = "vta"\n', ""),
+                  r"\[accelerator\] family must name an accelerator family, got None"),
+    "accelerator_not_a_table": ('accelerator = "vta"\n', r"needs an \[accelerator\] table"),
     "statement_unparseable": (toml_text(statement="acc = inp * wgt"),
                               r"is not of the form 'out\[x,y\] \+= a\[x,z\] \* b\[y,z\]'"),
     "wrong_vta_shape": (toml_text(statement="acc[b,o] += inp[b,i] * wgt[i,o]"),

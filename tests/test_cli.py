@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedcsp.accelerator import CONFIG_KEYS
+from embedcsp.targets.vta.config import CONFIG_KEYS
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedcsp.accelerator import MEM_INP, load_accelerator
+from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.csp import solve_embedding
-from embedcsp.direct import MAX_UNROLL, _Tile, _unroll, direct_unsupported
-from embedcsp.encoding import GemmInsn, MemInsn
 from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
 from embedcsp.report import solve_and_verify
+from embedcsp.targets.vta.config import MEM_INP
+from embedcsp.targets.vta.direct import MAX_UNROLL, _Tile, _unroll, direct_unsupported
+from embedcsp.targets.vta.encoding import GemmInsn, MemInsn
 
 ACC = load_accelerator()
 ISA = Path(__file__).resolve().parents[1] / "isa"
@@ -182,9 +183,9 @@ def test_broken_direct_program_is_rejected():
     """Drop the LOAD padding of one window: the functional model must see wrong outputs."""
     from dataclasses import replace
 
-    from embedcsp.codegen import dram_image, output_dram
     from embedcsp.pipeline import compile_operator
     from embedcsp.reference import random_inputs, reference_output
+    from embedcsp.targets.vta.codegen import dram_image, output_dram
     from embedcsp.verify import execute_image
 
     op = conv2d(1, 16, 6, 6, 16, 3, 3, 1, 1, 1, 1)

@@ -2,7 +2,7 @@
 
 The bit positions below are written out by hand from docs/vta.md's tables (and, for
 the variant, by applying the C-bitfield rule "a field never straddles bit 64"
-by hand), never read back from embedcsp.encoding.layouts.
+by hand), never read back from embedcsp.targets.vta.encoding.layouts.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedcsp.accelerator import VtaConfig, load_accelerator, validate_config
-from embedcsp.encoding import (
+from embedcsp.accelerator import load_accelerator
+from embedcsp.errors import IsaError
+from embedcsp.targets.vta.config import VtaConfig, validate_config
+from embedcsp.targets.vta.encoding import (
     OP_ALU,
     OP_FINISH,
     OP_GEMM,
@@ -32,11 +34,10 @@ from embedcsp.encoding import (
     encode_program,
     encode_uops,
 )
-from embedcsp.errors import IsaError
 
 ISA = Path(__file__).resolve().parents[1] / "isa"
 DEFAULT = VtaConfig()
-VARIANT = load_accelerator(ISA / "vta_b2_i8_o32.toml").vta
+VARIANT = load_accelerator(ISA / "vta_b2_i8_o32.toml").config
 
 
 def bits(msb: int, lsb: int) -> tuple[int, int]:

@@ -11,18 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embedcsp.targets.vta import functional
 
-from embedcsp.accelerator import (
+from embedcsp.accelerator import load_accelerator
+from embedcsp.errors import ProgramError
+from embedcsp.operator import gemm
+from embedcsp.pipeline import Options, compile_operator
+from embedcsp.reference import Epilogue, random_inputs, reference_output
+from embedcsp.targets.vta.codegen import dram_image, output_dram
+from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_ACC_8BIT,
     MEM_INP,
     MEM_OUT,
     MEM_UOP,
     MEM_WGT,
-    load_accelerator,
 )
-from embedcsp.codegen import dram_image, output_dram
-from embedcsp.encoding import (
+from embedcsp.targets.vta.encoding import (
     ALU_ADD,
     ALU_MAX,
     ALU_MIN,
@@ -38,16 +43,11 @@ from embedcsp.encoding import (
     decode_program,
     encode_program,
 )
-from embedcsp.errors import ProgramError
-from embedcsp.operator import gemm
-from embedcsp.pipeline import Options, compile_operator
-from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.sim import functional
-from embedcsp.sim.functional import COMPUTE, Machine, run
+from embedcsp.targets.vta.functional import COMPUTE, Machine, run
 from embedcsp.verify import execute_image, verify_program
 
 ACC = load_accelerator()
-CFG = ACC.vta
+CFG = ACC.config
 PAT = ACC.pattern
 VARIANT = load_accelerator(Path(__file__).resolve().parents[1] / "isa" / "vta_b2_i8_o32.toml")
 
@@ -648,7 +648,7 @@ class _Spy(Machine):
 
 @pytest.mark.parametrize("accel", [ACC, VARIANT], ids=["default", "variant"])
 def test_dense_and_generic_gemm_agree(monkeypatch, accel):
-    cfg, pattern = accel.vta, accel.pattern
+    cfg, pattern = accel.config, accel.pattern
     limits = (48, 40, 32)  # acc, inp, wgt elements in use
     rng = np.random.default_rng(11 + cfg.batch)
     vc = np.array([0, 1, 0])
@@ -688,7 +688,7 @@ def test_dense_and_generic_gemm_agree(monkeypatch, accel):
 
 
 def test_product_kernels_are_factored_for_the_dense_path():
-    from embedcsp.sim.functional import _factor_uops
+    from embedcsp.targets.vta.functional import _factor_uops
 
     taps, cols = np.arange(3) * 7, np.arange(5)  # prime lengths: no finer factors
     acc = np.tile(cols, 3)
@@ -704,10 +704,11 @@ def test_product_kernels_are_factored_for_the_dense_path():
 
 def test_direct_conv_gemms_run_on_the_dense_path(monkeypatch):
     """Tap kernels are products of (taps x output blocks): the per-MAC gather must not be needed."""
+    from embedcsp.targets.vta import functional
+
     from embedcsp.operator import conv2d
     from embedcsp.pipeline import Options
     from embedcsp.report import solve_and_verify
-    from embedcsp.sim import functional
 
     def refuse(*args, **kwargs):
         raise AssertionError("generic GEMM path taken")

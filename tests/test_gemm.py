@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedcsp.accelerator import MEM_INP, MEM_WGT, load_accelerator
+from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.embedding import check_scalar
-from embedcsp.encoding import FinishInsn, GemmInsn
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs, reference_output
 from embedcsp.report import solve_and_verify
-from embedcsp.sim.functional import run
+from embedcsp.targets.vta.config import MEM_INP, MEM_WGT
+from embedcsp.targets.vta.encoding import FinishInsn, GemmInsn
+from embedcsp.targets.vta.functional import run
 
 ACC = load_accelerator()
 VARIANT = load_accelerator("isa/vta_b2_i8_o32.toml")
@@ -78,7 +79,7 @@ def test_variant_config(m, n, k):
     assert o.verification.ok
     emb = o.compiled.embedding
     assert emb.group("row").lanes == 2 and emb.group("col").lanes == 32 and emb.group("red").lanes == 8
-    cfg = VARIANT.vta
+    cfg = VARIANT.config
     assert (cfg.depth(MEM_INP), cfg.depth(MEM_WGT)) == (512, 256)
 
 

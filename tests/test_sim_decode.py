@@ -1,4 +1,4 @@
-"""The functional model's own decoder (embedcsp/sim/decode.py) against hand-worked words.
+"""The functional model's own decoder (embedcsp/targets/vta/decode.py) against hand-worked words.
 
 Expected bit positions are worked out by hand from docs/vta.md's tables, not
 from either implementation, and a program whose encoder misreads the spec must
@@ -14,22 +14,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import embedcsp.encoding as encoding
-from embedcsp.accelerator import VtaConfig, load_accelerator, validate_config
-from embedcsp.encoding import ALU_MAX, ALU_SHR, AluInsn, Deps, GemmInsn, MemInsn, encode, encode_uops
+import embedcsp.targets.vta.encoding as encoding
+from embedcsp.accelerator import load_accelerator
 from embedcsp.errors import ProgramError
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
 from embedcsp.report import solve_and_verify
-from embedcsp.sim.decode import decode_insn, decode_program, decode_uops
+from embedcsp.targets.vta.config import VtaConfig, validate_config
+from embedcsp.targets.vta.decode import decode_insn, decode_program, decode_uops
+from embedcsp.targets.vta.encoding import (
+    ALU_MAX,
+    ALU_SHR,
+    AluInsn,
+    Deps,
+    GemmInsn,
+    MemInsn,
+    encode,
+    encode_uops,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANT = load_accelerator(ROOT / "isa" / "vta_b2_i8_o32.toml")  # INP depth 2^9, ACC depth 2^8
 
 
 def test_variant_depths_differ():
-    cfg = VARIANT.vta
+    cfg = VARIANT.config
     assert (cfg.log_uop_depth, cfg.log_inp_depth, cfg.log_wgt_depth, cfg.log_acc_depth) == (11, 9, 8, 8)
 
 
@@ -41,11 +51,11 @@ def test_alu_on_variant_decodes_field_by_field():
     w0 = 4 | 1 << 6 | 5 << 8 | 6 << 19 | 3 << 31 | 7 << 45
     w1 = 7 | 1 << 8 | 7 << 16 | 1 << 24 | ALU_SHR << 32 | 1 << 35 | 8 << 36
     raw = (w0 | w1 << 64).to_bytes(16, "little")
-    insn = decode_insn(raw, VARIANT.vta)
+    insn = decode_insn(raw, VARIANT.config)
     assert insn == AluInsn(ALU_SHR, uop_bgn=5, uop_end=6, iter_out=3, iter_in=7, dst_factor_out=7,
                            dst_factor_in=1, src_factor_out=7, src_factor_in=1, use_imm=True, imm=8,
                            deps=Deps(push_next=True))
-    assert encode(insn, VARIANT.vta) == raw
+    assert encode(insn, VARIANT.config) == raw
 
 
 def test_negative_alu_immediate_on_variant():
@@ -53,9 +63,9 @@ def test_negative_alu_immediate_on_variant():
     w0 = 4 | 0 << 8 | 1 << 19 | 1 << 31 | 1 << 45
     w1 = ALU_MAX << 32 | 1 << 35 | 0xFF80 << 36
     raw = (w0 | w1 << 64).to_bytes(16, "little")
-    insn = decode_insn(raw, VARIANT.vta)
+    insn = decode_insn(raw, VARIANT.config)
     assert (insn.alu_opcode, insn.use_imm, insn.imm) == (ALU_MAX, True, -128)
-    assert encode(insn, VARIANT.vta) == raw
+    assert encode(insn, VARIANT.config) == raw
 
 
 def test_alu_where_acc_is_deeper_than_inp():
@@ -78,7 +88,7 @@ def test_alu_where_acc_is_deeper_than_inp():
 
 
 def test_load_and_micro_ops_decode():
-    cfg = VARIANT.vta
+    cfg = VARIANT.config
     m = MemInsn(0, 2, sram_base=0x1234, dram_base=0xDEADBEEF, y_size=3, x_size=5, x_stride=9,
                 y_pad_0=1, x_pad_1=15, deps=Deps(pop_next=True))
     word = (0 | 1 << 4 | 2 << 7 | 0x1234 << 10 | 0xDEADBEEF << 26 | 3 << 64 | 5 << 80 | 9 << 96
@@ -92,9 +102,9 @@ def test_load_and_micro_ops_decode():
 
 def test_decode_refuses_unknown_opcodes_and_ragged_programs():
     with pytest.raises(ValueError, match="opcode 5"):
-        decode_insn((5).to_bytes(16, "little"), VARIANT.vta)
+        decode_insn((5).to_bytes(16, "little"), VARIANT.config)
     with pytest.raises(ValueError, match="whole number"):
-        decode_program(b"\0" * 17, VARIANT.vta)
+        decode_program(b"\0" * 17, VARIANT.config)
 
 
 def test_the_model_shares_no_field_table_with_the_encoder():
@@ -103,7 +113,7 @@ def test_the_model_shares_no_field_table_with_the_encoder():
                "ALU_ADD", "ALU_MAX", "ALU_MIN", "ALU_NAMES", "ALU_SHR"}
     for path in (ROOT / "embedcsp" / "sim").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "embedcsp.encoding":
+            if isinstance(node, ast.ImportFrom) and node.module == "embedcsp.targets.vta.encoding":
                 names = {a.name for a in node.names}
                 assert names <= allowed, f"{path.name} imports {names - allowed} from the encoder"
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from embedcsp.accelerator import MEM_INP, MEM_OUT, MEM_UOP, load_accelerator
-from embedcsp.encoding import OP_LOAD, OP_STORE, Deps, FinishInsn, GemmInsn, MemInsn
+from embedcsp.accelerator import load_accelerator
 from embedcsp.errors import BadInput, ProgramError
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options, compile_operator
-from embedcsp.sim.timing import BOARDS, board, cost, roofline, simulate
+from embedcsp.targets.vta.config import MEM_INP, MEM_OUT, MEM_UOP
+from embedcsp.targets.vta.encoding import (
+    OP_LOAD,
+    OP_STORE,
+    Deps,
+    FinishInsn,
+    GemmInsn,
+    MemInsn,
+)
+from embedcsp.targets.vta.timing import BOARDS, board, cost, roofline, simulate
 
 ACC = load_accelerator()
-CFG = ACC.vta
+CFG = ACC.config
 PYNQ = BOARDS["pynq"]
 
 UOP_LOAD = MemInsn(OP_LOAD, MEM_UOP, 0, 0, 1, 1, 1)  # 4 B: 1 + 2 (row) + 1 (issue) = 4

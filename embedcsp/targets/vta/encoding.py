@@ -13,7 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from embedcsp.accelerator import (
+from embedcsp.errors import IsaError
+from embedcsp.targets.vta.config import (
     ALUOP_IMM_BITS,
     INSN_BITS,
     LOOP_ITER_BITS,
@@ -24,7 +25,6 @@ from embedcsp.accelerator import (
     MEMOP_STRIDE_BITS,
     VtaConfig,
 )
-from embedcsp.errors import IsaError
 
 OP_LOAD, OP_STORE, OP_GEMM, OP_FINISH, OP_ALU = range(5)
 ALU_MIN, ALU_MAX, ALU_ADD, ALU_SHR, ALU_MUL = range(5)

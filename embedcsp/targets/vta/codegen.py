@@ -5,7 +5,7 @@ Loop nest, per tile step (rt, ct, lt) in plan order, red innermost:
   compute [reset GEMM if first red step]  GEMM  [requant ALUs if last red step]
   store   STORE the finished ACC tile
 The address arithmetic of loads, GEMMs and stores belongs to the layout form:
-MatrixForm here (packed rows x red matrices), DirectForm in embedcsp.direct
+MatrixForm here (packed rows x red matrices), DirectForm in embedcsp.targets.vta.direct
 (channel-blocked tensors walked by the filter window).
 Dependency tokens (docs/vta.md section 3) enforce exactly the orderings the buffers need:
   l2g  the loads of a step are done; compute pops it before that step;
@@ -23,9 +23,11 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from embedcsp.accelerator import MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig
-from embedcsp.direct import DirectForm, direct_element_maps
-from embedcsp.encoding import (
+from embedcsp.layout import element_map
+from embedcsp.reference import Epilogue
+from embedcsp.targets.vta.config import MEM_INP, MEM_OUT, MEM_UOP, MEM_WGT, VtaConfig
+from embedcsp.targets.vta.direct import DirectForm, direct_element_maps
+from embedcsp.targets.vta.encoding import (
     ALU_MAX,
     ALU_MIN,
     ALU_SHR,
@@ -39,11 +41,9 @@ from embedcsp.encoding import (
     MemInsn,
     encode_uops,
 )
-from embedcsp.hazard import gemm_hazard
-from embedcsp.layout import element_map
-from embedcsp.plan import Plan
-from embedcsp.reference import Epilogue
-from embedcsp.steps import Kernels, Step, plan_steps
+from embedcsp.targets.vta.hazard import gemm_hazard
+from embedcsp.targets.vta.plan import Plan
+from embedcsp.targets.vta.steps import Kernels, Step, plan_steps
 
 LOAD, COMPUTE, STORE = "load", "compute", "store"
 PAGE = 4096  # DRAM regions start on page boundaries, as VTA's allocator gives them
@@ -166,7 +166,7 @@ class UopOverflow(Exception):
 
 def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None = None) -> Program:
     emb = plan.embedding
-    cfg = emb.accelerator.vta
+    cfg = emb.accelerator.config
     t = plan.tiling
     form = code_form(plan)
     maps = maps if maps is not None else element_maps(plan)

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedcsp.accelerator import (
+from embedcsp.errors import ProgramError
+from embedcsp.pattern import Pattern
+from embedcsp.progress import SILENT, Progress
+from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_ACC_8BIT,
     MEM_INP,
@@ -30,7 +33,8 @@ from embedcsp.accelerator import (
     MEM_WGT,
     VtaConfig,
 )
-from embedcsp.encoding import (
+from embedcsp.targets.vta.decode import decode_uops
+from embedcsp.targets.vta.encoding import (
     ALU_ADD,
     ALU_MAX,
     ALU_MIN,
@@ -43,11 +47,7 @@ from embedcsp.encoding import (
     Insn,
     MemInsn,
 )
-from embedcsp.errors import ProgramError
-from embedcsp.hazard import gemm_hazard
-from embedcsp.pattern import Pattern
-from embedcsp.progress import SILENT, Progress
-from embedcsp.sim.decode import decode_uops
+from embedcsp.targets.vta.hazard import gemm_hazard
 
 LOAD, COMPUTE, STORE = 0, 1, 2
 MODULE_NAMES = ("load", "compute", "store")

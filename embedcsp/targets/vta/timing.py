@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from embedcsp.accelerator import VtaConfig
-from embedcsp.encoding import AluInsn, FinishInsn, GemmInsn, Insn
 from embedcsp.errors import BadInput, ProgramError
-from embedcsp.sim.functional import (
+from embedcsp.targets.vta.config import VtaConfig
+from embedcsp.targets.vta.encoding import AluInsn, FinishInsn, GemmInsn, Insn
+from embedcsp.targets.vta.functional import (
     COMPUTE,
     LOAD,
     MODULE_NAMES,

@@ -27,19 +27,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedcsp.accelerator import (
+from embedcsp.embedding import Embedding
+from embedcsp.errors import NoEmbedding
+from embedcsp.operator import Operator
+from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_INP,
     MEM_OUT,
     MEM_WGT,
     MEMOP_PAD_BITS,
 )
-from embedcsp.embedding import Embedding
-from embedcsp.errors import NoEmbedding
-from embedcsp.encoding import OP_LOAD, OP_STORE, GemmInsn, MemInsn
-from embedcsp.hazard import gemm_hazard
-from embedcsp.operator import Operator
-from embedcsp.plan import (
+from embedcsp.targets.vta.encoding import OP_LOAD, OP_STORE, GemmInsn, MemInsn
+from embedcsp.targets.vta.hazard import gemm_hazard
+from embedcsp.targets.vta.plan import (
     BUS_BYTES,
     INSN_OVERHEAD,
     MAX_LOOP,
@@ -49,7 +49,7 @@ from embedcsp.plan import (
     candidate_extents,
     overlap_cycles,
 )
-from embedcsp.steps import Kernels, Step
+from embedcsp.targets.vta.steps import Kernels, Step
 
 PAD_LIMIT = (1 << MEMOP_PAD_BITS) - 1  # LOAD pads at most this many elements per side
 MAX_UNROLL = 8  # output columns unrolled into one tap kernel, at most
@@ -121,7 +121,7 @@ class Window:
 def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
     """Tensor flat index per lane, -1 for a zero lane, in DRAM order (see module doc)."""
     g = Window.of(emb)
-    cfg = emb.accelerator.vta
+    cfg = emb.accelerator.config
     p = emb.operator.param_dict
     N, C, K = p["N"], p["C"], p["K"]
     B, BI, BO = cfg.batch, cfg.block_in, cfg.block_out
@@ -150,7 +150,7 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
 def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES) -> list[Plan]:
     """Every tiling that fits the buffers, fastest first by the estimate."""
     g = Window.of(emb)
-    cfg = emb.accelerator.vta
+    cfg = emb.accelerator.config
     d_inp, d_wgt, d_acc = (cfg.depth(m) for m in (MEM_INP, MEM_WGT, MEM_ACC))
     taps = g.R * g.S
     n_rows, n_reds = g.images * g.P * g.Q, g.CB * taps
@@ -179,7 +179,7 @@ def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES
 
 def _estimate(emb: Embedding, g: Window, t: Tiling, bus_bytes: int) -> tuple[int, int]:
     """(cycles, DRAM bytes loaded), the same overlap model as the matrix form's estimate."""
-    cfg = emb.accelerator.vta
+    cfg = emb.accelerator.config
     nr, nc, nl = g.tiles(t)
     ht, wt = g.window(t.rows, t.width)
     taps = g.R * g.S

@@ -1,7 +1,7 @@
 """The functional model's own reading of VTA binaries (docs/vta.md, "Instruction layouts").
 
 This module restates the instruction structs of VTA's hw_spec.h field by field
-and shares no table with `embedcsp.encoding`, which writes the binaries: if one
+and shares no table with `embedcsp.targets.vta.encoding`, which writes the binaries: if one
 of the two misreads the spec, programs stop verifying instead of agreeing with
 themselves. It produces the same instruction records as the encoder (they are
 plain data), so the model and the compiler can be compared record by record.
@@ -16,8 +16,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from embedcsp.accelerator import VtaConfig
-from embedcsp.encoding import AluInsn, Deps, FinishInsn, GemmInsn, Insn, MemInsn
+from embedcsp.targets.vta.config import VtaConfig
+from embedcsp.targets.vta.encoding import (
+    AluInsn,
+    Deps,
+    FinishInsn,
+    GemmInsn,
+    Insn,
+    MemInsn,
+)
 
 INSN_BYTES = 16
 OPCODES = {0: "LOAD", 1: "STORE", 2: "GEMM", 3: "FINISH", 4: "ALU"}

@@ -15,7 +15,9 @@ from itertools import product
 
 import numpy as np
 
-from embedcsp.accelerator import (
+from embedcsp.embedding import Embedding
+from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.targets.vta.config import (
     LOOP_ITER_BITS,
     MEM_ACC,
     MEM_INP,
@@ -24,11 +26,9 @@ from embedcsp.accelerator import (
     MEMOP_STRIDE_BITS,
     VtaConfig,
 )
-from embedcsp.embedding import Embedding
-from embedcsp.errors import BadInput, NoEmbedding
-from embedcsp.hazard import gemm_hazard
+from embedcsp.targets.vta.hazard import gemm_hazard
 
-# Estimate constants; the cycle model proper is embedcsp.sim.timing, which the
+# Estimate constants; the cycle model proper is embedcsp.targets.vta.timing, which the
 # pipeline uses to re-rank the best few plans.
 BUS_BYTES = 8  # pynq's 64-bit AXI
 INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
@@ -49,7 +49,7 @@ class Tiling:
     inp_slots: int
     wgt_slots: int
     acc_slots: int
-    # The direct conv form (embedcsp.direct) tiles output pixels, not matrix rows:
+    # The direct conv form (embedcsp.targets.vta.direct) tiles output pixels, not matrix rows:
     # then rows = output rows per tile, width = output columns per tile and
     # reds = channel blocks (each with every filter tap). 0 in the matrix form.
     width: int = 0
@@ -142,7 +142,7 @@ def overlap_cycles(compute: int, load: int, store: int, t: Tiling) -> int:
 def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int = BUS_BYTES,
                     count: int = 1) -> list[Plan]:
     """The `count` fastest hazard-free tilings by the estimate, fastest first."""
-    cfg = emb.accelerator.vta
+    cfg = emb.accelerator.config
     n_rows, n_cols, n_reds = (emb.axis_length(r) for r in ("row", "col", "red"))
     image = (n_rows * n_reds * cfg.inp_elem_bytes + n_cols * n_reds * cfg.wgt_elem_bytes
              + n_rows * n_cols * cfg.out_elem_bytes)

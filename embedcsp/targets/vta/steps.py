@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from embedcsp.plan import Plan
+from embedcsp.targets.vta.plan import Plan
 
 
 class Kernels:
