@@ -57,10 +57,7 @@ def run(compiled: Compiled, inputs: Mapping[str, np.ndarray]) -> ProgramRun:
     The program runs as a binary in the functional model; the result holds the
     outputs by tensor name and the bit-exact comparison with the ground truth.
     """
-    op = compiled.operator
-    checked = check_inputs(op, inputs)
-    return run_program(op, compiled.program, compiled.accelerator.pattern,
-                       compiled.options.epilogue, checked)
+    return run_program(compiled, check_inputs(compiled.operator, inputs))
 
 
 def write_bundle(compiled: Compiled, out: str | Path, inputs: Mapping[str, np.ndarray] | None = None,

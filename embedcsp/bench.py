@@ -55,9 +55,9 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, check_seed, check_time_limit
 from embedcsp.report import Outcome, solve_and_verify
-from embedcsp.targets.vta.timing import board as board_named
+from embedcsp.targets.registry import family
 
 COLUMNS = [
     "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride",
@@ -477,12 +477,12 @@ class BenchConfig:
             raise BadInput(f"unknown suite {self.suite!r}: expected one of {', '.join(SUITES)}")
         if self.jobs < 1:
             raise BadInput(f"--jobs must be at least 1, got {self.jobs}")
-        if self.time_limit <= 0:
-            raise BadInput(f"--time-limit must be positive, got {self.time_limit}")
+        check_time_limit(self.time_limit)
+        check_seed(self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise BadInput(f"--out {str(self.out)!r} exists and is not a directory")
-        board_named(self.board)
-        load_accelerator(self.isa)
+        acc = load_accelerator(self.isa)
+        family(acc.family).check_board(self.board)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ from embedcsp.targets.vta.decode import (
     decode_program,  # the model's own reading, not the encoder's
 )
 from embedcsp.targets.vta.encoding import OP_LOAD, FinishInsn, MemInsn, encode_program
-from embedcsp.verify import Verification, compare, execute_image
+from embedcsp.targets.vta.execute import execute_image
+from embedcsp.verify import Verification, compare
 
 FORMAT = "embedcsp-bundle/1"
 STATUSES = ("verified", "failed", "unverified")

@@ -11,7 +11,6 @@ Exit codes
 from __future__ import annotations
 
 import json
-import math
 import sys
 import traceback
 from enum import Enum
@@ -26,11 +25,11 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
 from embedcsp.operator import Operator, conv2d, gemm
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, check_seed, check_time_limit
 from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import MAX_SHIFT, Epilogue
 from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
-from embedcsp.targets.vta.timing import board
+from embedcsp.targets.registry import family
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Program deep learning accelerators by constraint solving (CP-SAT), "
@@ -70,23 +69,6 @@ StrategyOpt = typer.Option(Strategy.csp, "--strategy",
 BoardOpt = typer.Option("pynq", "--board", help="Board of the cycle model: pynq (64-bit bus, 100 MHz) or ultra96.")
 
 
-MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a signed 32-bit field
-
-
-def check_seed(seed: int, flag: str = "--seed") -> int:
-    """Seeds seed both CP-SAT and numpy; accept what both take."""
-    if not 0 <= seed <= MAX_SEED:
-        raise BadInput(f"{flag} must be within 0..{MAX_SEED}, got {seed}")
-    return seed
-
-
-def check_time_limit(seconds: float) -> float:
-    """A finite, positive number of seconds (nan compares false with everything)."""
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise BadInput(f"--time-limit must be a positive number of seconds, got {seconds}")
-    return seconds
-
-
 def _progress(as_json: bool) -> Progress:
     """Stages and a verification bar on stderr, only for a person watching a terminal."""
     if as_json or not sys.stderr.isatty():
@@ -116,7 +98,7 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
         acc = load_accelerator(isa)
         options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
                           epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
-        board(board_name)  # refuse an unknown board before any work
+        family(acc.family).check_board(board_name)  # refuse an unknown board before any work
         progress = _progress(as_json)
         try:
             outcome = solve_and_verify(op, acc, options, seed, progress)

@@ -19,6 +19,8 @@ from embedcsp.errors import BadInput
 # Sizes beyond this are refused as absurd: indices would overflow VTA's 32-bit
 # DRAM element addresses long before, and numpy would run out of memory.
 MAX_EXTENT = 1 << 24
+# The functional models hold a DRAM image and an int64 map per packed byte in memory.
+MAX_DRAM_BYTES = 1 << 31
 
 
 @dataclass(frozen=True)

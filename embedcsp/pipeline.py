@@ -1,7 +1,7 @@
 """The compile pipeline as a visible chain of named stages.
 
-    operator --solve_embedding--> Embedding --candidate_plans--> Plans --generate--> Programs
-             --simulate (cycle model)--> the fastest Program
+    operator --solve_embedding--> Embedding --check_scalar--> Embedding
+             --family.build (plans, programs, ranked by the family's cycle model)--> Plan, Program
 
 Each stage is a pure function of frozen data; `compile_operator` only chains
 them and times each one.
@@ -9,20 +9,19 @@ them and times each one.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
-from embedcsp.operator import Operator
+from embedcsp.operator import MAX_DRAM_BYTES, Operator
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue
-from embedcsp.targets.vta.codegen import Program, UopOverflow, element_maps, generate
-from embedcsp.targets.vta.direct import direct_plans
-from embedcsp.targets.vta.plan import MAX_DRAM_BYTES, Plan, candidate_plans
-from embedcsp.targets.vta.timing import board, simulate
+from embedcsp.targets.registry import family
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,23 @@ class Options:
     plan_candidates: int = 8  # best plans by estimate that the cycle model re-ranks
 
 
+MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a signed 32-bit field
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds seed both CP-SAT and numpy; accept what both take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"{flag} must be within 0..{MAX_SEED}, got {seed}")
+    return seed
+
+
+def check_time_limit(seconds: float) -> float:
+    """A finite, positive number of seconds (nan compares false with everything)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BadInput(f"--time-limit must be a positive number of seconds, got {seconds}")
+    return seconds
+
+
 @dataclass(frozen=True, eq=False)
 class Compiled:
     operator: Operator
@@ -43,8 +59,8 @@ class Compiled:
     options: Options
     embedding: Embedding
     report: SolveReport
-    plan: Plan
-    program: Program
+    plan: Any  # the family's plan and program (targets/<family>/)
+    program: Any
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
@@ -67,15 +83,16 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     embedding, report = _solve(op, acc, options, pins)
     t1 = time.perf_counter()
     progress.stage("planning and generating code")
+    build = family(acc.family).build
     try:
-        plan, program = _best_program(embedding, options)
+        plan, program = build(embedding, options)
     except NoEmbedding:
         if embedding.form != "direct" or options.strategy != "csp":
             raise
         # The direct form won on bytes but no tiling of it fits the buffers (a variant
         # with a tiny INP buffer): the packed matrix form is the next best choice.
         embedding, report = _solve(op, acc, options, replace(pins, form="matrix"))
-        plan, program = _best_program(embedding, options)
+        plan, program = build(embedding, options)
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
     return Compiled(op, acc, options, embedding, report, plan, program, seconds)
@@ -86,42 +103,3 @@ def _solve(op: Operator, acc: Accelerator, options: Options, pins: Pins) -> tupl
     embedding, report = solve_embedding(op, acc, options.time_limit, options.seed, pins)
     check_scalar(embedding, sample_instances(embedding, options.seed))
     return embedding, report
-
-
-# Re-ranking generates a program per candidate; beyond this many tile steps the
-# estimate's first choice is kept (the largest GEMMs take seconds per program).
-RERANK_MAX_STEPS = 4000
-
-
-def _best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]:
-    """The planner's best few tilings, compiled and ranked by the cycle model.
-
-    Tilings whose micro-op kernels overflow the UOP buffer are skipped; a plan
-    beyond RERANK_MAX_STEPS is taken as the estimate ranks it, unsimulated.
-    """
-    b = board(options.board)
-    if embedding.form == "direct":
-        plans = direct_plans(embedding, options.double_buffer, b.bus_bytes)
-    else:
-        plans = candidate_plans(embedding, options.double_buffer, b.bus_bytes, options.plan_candidates)
-    maps = element_maps(plans[0])
-    best = None
-    ranked = 0
-    for plan in plans:
-        if best is not None and plan.steps > RERANK_MAX_STEPS:
-            continue
-        try:
-            program = generate(plan, options.epilogue, maps)
-        except UopOverflow:
-            continue
-        if best is None and plan.steps > RERANK_MAX_STEPS:
-            return plan, program
-        cycles = simulate(list(program.insns), program.config, b).cycles
-        if best is None or cycles < best[0]:
-            best = (cycles, plan, program)
-        ranked += 1
-        if ranked == options.plan_candidates:
-            break
-    if best is None:
-        raise NoEmbedding("no tiling's micro-op kernels fit this VTA's UOP buffer")
-    return best[1], best[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,8 +14,8 @@ from embedcsp.operator import Operator
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import random_inputs
-from embedcsp.targets.vta.timing import Roofline, Timing, board, roofline, simulate
-from embedcsp.verify import Verification, verify_program
+from embedcsp.targets.registry import family
+from embedcsp.verify import Verification, run_program
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,8 +25,8 @@ class Outcome:
     transforms: list[HostTransform]
     inputs: dict[str, np.ndarray]
     seed: int
-    timing: Timing
-    roofline: Roofline
+    timing: Any  # the family's cycle model: .cycles, .seconds, .as_dict()
+    roofline: Any  # the family's bound: .cycles, .efficiency(cycles)
 
 
 def host_transforms(compiled: Compiled) -> list[HostTransform]:
@@ -39,15 +40,13 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
                      progress: Progress = SILENT) -> Outcome:
     """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
     compiled = compile_operator(op, acc, options, progress)
-    program = compiled.program
     inputs = random_inputs(op, seed)
     progress.stage("verifying in the functional model")
-    verification = verify_program(op, program, acc.pattern, options.epilogue, inputs, progress)
+    verification = run_program(compiled, inputs, progress).verification
     progress.stage("costing")
     transforms = host_transforms(compiled)
-    b = board(options.board)
-    timing = simulate(list(program.insns), acc.config, b)
-    bound = roofline(op.macs, sum(t.size for t in op.tensors), acc.config, b)
+    fam = family(acc.family)
+    timing, bound = fam.cost(compiled), fam.roofline(compiled)
     return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
@@ -123,7 +122,7 @@ def outcome_text(o: Outcome) -> list[str]:
     counts = c.program.insn_counts()
     loads = v.counters.load_bytes
     lines = [
-        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.config.bitstream_tag()}, "
+        f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.config.tag()}, "
         f"sha256 {c.accelerator.digest[:12]})",
         f"strategy   {_STRATEGY_TEXT[c.options.strategy]}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",

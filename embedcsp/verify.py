@@ -1,20 +1,18 @@
-"""Run a compiled program in the functional model and compare it with numpy, bit for bit."""
+"""Run a compiled program through its family's functional model and compare it with the
+ground truth (embedcsp/reference.py), bit for bit."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from embedcsp.operator import Operator
-from embedcsp.pattern import Pattern
 from embedcsp.progress import SILENT, Progress
-from embedcsp.reference import Epilogue, reference_output
-from embedcsp.targets.vta.codegen import Program, dram_image, output_dram
-from embedcsp.targets.vta.decode import decode_program
-from embedcsp.targets.vta.encoding import encode_program
-from embedcsp.targets.vta.functional import Counters, run
+from embedcsp.reference import reference_output
+from embedcsp.targets.registry import family
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class Verification:
     checked: int  # output elements compared
     mismatches: int
     first_mismatch: str | None
-    counters: Counters
+    counters: Any  # the family's execution counters (an as_dict() gives them as JSON)
     seconds: float
 
     def as_dict(self) -> dict:
@@ -32,20 +30,13 @@ class Verification:
                 "seconds": round(self.seconds, 3)}
 
 
-def compare(op: Operator, got: np.ndarray, want: np.ndarray, counters: Counters, seconds: float) -> Verification:
+def compare(op: Operator, got: np.ndarray, want: np.ndarray, counters: Any, seconds: float) -> Verification:
     bad = got != want
     first = None
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         first = f"{op.output.name}{list(where)} = {int(got[where])}, expected {int(want[where])}"
     return Verification(not bad.any(), int(want.size), int(bad.sum()), first, counters, seconds)
-
-
-def execute_image(insns, dram: np.ndarray, cfg, pattern: Pattern, out_dram: np.ndarray,
-                  progress: Progress = SILENT) -> tuple[np.ndarray, Counters]:
-    """Run, then read the output tensor back through its DRAM map."""
-    final, counters = run(list(insns), dram, cfg, pattern, progress)
-    return final[out_dram].view(np.int8), counters
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,20 +47,12 @@ class ProgramRun:
     verification: Verification
 
 
-def run_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
-                inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> ProgramRun:
-    """Execute on `inputs` (logical int8 tensors) and compare every output with the ground truth."""
+def run_program(compiled, inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> ProgramRun:
+    """Execute `compiled` on logical int8 `inputs` in its family's functional model and
+    compare every output with the ground truth of the operator's definition."""
     start = time.perf_counter()
-    dram = dram_image(program, inputs)
-    out_dram = output_dram(program, op.output.shape)
-    # The model runs the binary as its own decoder reads it, not the compiler's records.
-    insns = decode_program(encode_program(list(program.insns), program.config), program.config)
-    got, counters = execute_image(insns, dram, program.config, pattern, out_dram, progress)
-    want = reference_output(op, inputs, epilogue)
-    return ProgramRun({op.output.name: got}, compare(op, got, want, counters, time.perf_counter() - start))
-
-
-def verify_program(op: Operator, program: Program, pattern: Pattern, epilogue: Epilogue,
-                   inputs: dict[str, np.ndarray], progress: Progress = SILENT) -> Verification:
-    """`run_program`'s verdict alone (see reference.random_inputs for inputs)."""
-    return run_program(op, program, pattern, epilogue, inputs, progress).verification
+    op = compiled.operator
+    outputs, counters = family(compiled.accelerator.family).execute(compiled, inputs, progress)
+    want = reference_output(op, inputs, compiled.options.epilogue)
+    got = outputs[op.output.name]
+    return ProgramRun(outputs, compare(op, got, want, counters, time.perf_counter() - start))

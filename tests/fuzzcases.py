@@ -345,7 +345,7 @@ def independent_check(case: Case, outcome) -> str | None:
     else what differs."""
     from embedcsp.targets.vta.codegen import dram_image, output_dram
     from embedcsp.targets.vta.encoding import decode_program, encode_program
-    from embedcsp.verify import execute_image
+    from embedcsp.targets.vta.execute import execute_image
 
     program = outcome.compiled.program
     cfg = program.config

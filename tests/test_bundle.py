@@ -23,7 +23,7 @@ from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
 from embedcsp.report import solve_and_verify
-from embedcsp.verify import verify_program
+from embedcsp.targets.vta.execute import verify_program
 
 ACC = load_accelerator()
 RUNNER = CliRunner()

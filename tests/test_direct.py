@@ -186,7 +186,7 @@ def test_broken_direct_program_is_rejected():
     from embedcsp.pipeline import compile_operator
     from embedcsp.reference import random_inputs, reference_output
     from embedcsp.targets.vta.codegen import dram_image, output_dram
-    from embedcsp.verify import execute_image
+    from embedcsp.targets.vta.execute import execute_image
 
     op = conv2d(1, 16, 6, 6, 16, 3, 3, 1, 1, 1, 1)
     c = compile_operator(op, ACC, Options(strategy="reference"))

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedcsp.targets.vta import functional
 
 from embedcsp.accelerator import load_accelerator
 from embedcsp.errors import ProgramError
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs, reference_output
+from embedcsp.targets.vta import functional
 from embedcsp.targets.vta.codegen import dram_image, output_dram
 from embedcsp.targets.vta.config import (
     MEM_ACC,
@@ -43,8 +43,8 @@ from embedcsp.targets.vta.encoding import (
     decode_program,
     encode_program,
 )
+from embedcsp.targets.vta.execute import execute_image, verify_program
 from embedcsp.targets.vta.functional import COMPUTE, Machine, run
-from embedcsp.verify import execute_image, verify_program
 
 ACC = load_accelerator()
 CFG = ACC.config
@@ -704,11 +704,10 @@ def test_product_kernels_are_factored_for_the_dense_path():
 
 def test_direct_conv_gemms_run_on_the_dense_path(monkeypatch):
     """Tap kernels are products of (taps x output blocks): the per-MAC gather must not be needed."""
-    from embedcsp.targets.vta import functional
-
     from embedcsp.operator import conv2d
     from embedcsp.pipeline import Options
     from embedcsp.report import solve_and_verify
+    from embedcsp.targets.vta import functional
 
     def refuse(*args, **kwargs):
         raise AssertionError("generic GEMM path taken")

@@ -2,29 +2,68 @@
 vta_config numbers of an ISA file.
 
     config.py      the description and what derives from it; the ISA file loader
-    encoding.py    instructions and micro-ops at bit level (the compiler's writer)
-    plan.py, steps.py, hazard.py, codegen.py, direct.py
+    plan.py, steps.py, hazard.py, codegen.py, direct.py, build.py
                    tiling, tile steps and slots, the GEMM hazard, code generation
-                   (packed-matrix form and direct conv form)
-    decode.py, functional.py
-                   the functional model's own reader of binaries, and the model
+                   (packed-matrix form and direct conv form), the best program
+    encoding.py    instructions and micro-ops at bit level (the compiler's writer)
+    decode.py, functional.py, execute.py
+                   the functional model's own reader of binaries, the model, a run
     timing.py      the cycle model and the roofline
+
+`FAMILY` is what the registry (embedcsp/targets/registry.py) hands the core.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from embedcsp.accelerator import Accelerator
-from embedcsp.targets.vta.config import vta_from_dict
+from embedcsp.progress import SILENT, Progress
 
 
 class VtaFamily:
-    """What the registry hands out for `family = "vta"`."""
+    """The stages the core asks of a family, for VTA."""
 
     name = "vta"
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """An ISA file's tables ([accelerator], [vta_config], [intrinsic]) to an Accelerator."""
+        from embedcsp.targets.vta.config import vta_from_dict
+
         return vta_from_dict(doc, source)
+
+    def check_board(self, name: str) -> None:
+        """BadInput for a board the cycle model does not know."""
+        from embedcsp.targets.vta.timing import board
+
+        board(name)
+
+    def build(self, embedding, options):
+        """(plan, program): the best program for the embedding under the options."""
+        from embedcsp.targets.vta.build import best_program
+
+        return best_program(embedding, options)
+
+    def execute(self, compiled, inputs: dict[str, np.ndarray], progress: Progress = SILENT):
+        """(outputs by tensor name, counters): the program run as a binary in the model."""
+        from embedcsp.targets.vta.execute import execute
+
+        return execute(compiled.program, compiled.operator, compiled.accelerator.pattern, inputs, progress)
+
+    def cost(self, compiled):
+        """The cycle model's Timing of the program on the options' board."""
+        from embedcsp.targets.vta.timing import board, simulate
+
+        return simulate(list(compiled.program.insns), compiled.accelerator.config,
+                        board(compiled.options.board))
+
+    def roofline(self, compiled):
+        """The bound no program of this operator can beat on the options' board."""
+        from embedcsp.targets.vta.timing import board, roofline
+
+        op = compiled.operator
+        return roofline(op.macs, sum(t.size for t in op.tensors), compiled.accelerator.config,
+                        board(compiled.options.board))
 
 
 FAMILY = VtaFamily()

@@ -121,6 +121,10 @@ class VtaConfig:
     def uop_src_bits(self) -> int:
         return max(self.log_acc_depth, self.log_inp_depth)
 
+    def tag(self) -> str:
+        """A short name of the build for reports: VTA's bitstream tag."""
+        return self.bitstream_tag()
+
     def bitstream_tag(self) -> str:
         """VTA's `{BATCH}x{BLOCK}_i8w8a32_{uop}_{inp}_{wgt}_{acc}`; both blocks when they differ."""
         blocks = f"{self.block_in}" if self.block_in == self.block_out else f"{self.block_in}x{self.block_out}"

@@ -17,6 +17,7 @@ import numpy as np
 
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.operator import MAX_DRAM_BYTES
 from embedcsp.targets.vta.config import (
     LOOP_ITER_BITS,
     MEM_ACC,
@@ -33,8 +34,6 @@ from embedcsp.targets.vta.hazard import gemm_hazard
 BUS_BYTES = 8  # pynq's 64-bit AXI
 INSN_OVERHEAD = 10  # pipeline fill and issue of one instruction, cycles
 ROW_OVERHEAD = 2  # DMA cycles per row of a 2-D transfer
-# The functional model holds the image and an int64 map per packed byte in memory.
-MAX_DRAM_BYTES = 1 << 31
 # A tile extent becomes a GEMM/ALU loop count (14-bit iter_out/iter_in, docs/vta.md), so no
 # tile axis may exceed it, however deep the buffers of a variant are.
 MAX_LOOP = (1 << LOOP_ITER_BITS) - 1
