@@ -32,7 +32,9 @@ class Accelerator:
     name: str
     family: str
     pattern: Pattern
-    config: Any  # the family's own description, a frozen dataclass with TABLE and as_dict()
+    # The family's own description: a frozen dataclass with tables() (the ISA file's tables it
+    # came from, as plain data; docs/isa-files.md) and tag() (a short name for reports).
+    config: Any
     source: str
 
     @property
@@ -57,7 +59,7 @@ class Accelerator:
         """The whole description as an ISA file would state it (docs/isa-files.md), lanes as numbers."""
         return {
             "accelerator": {"name": self.name, "family": self.family},
-            self.config.TABLE: self.config.as_dict(),
+            **self.config.tables(),
             "intrinsic": {"statement": self.pattern.statement(), "lanes": dict(self.pattern.lanes)},
         }
 

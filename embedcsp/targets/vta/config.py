@@ -39,8 +39,6 @@ CONFIG_KEYS = (
 class VtaConfig:
     """The vta_config.json numbers; everything else is derived."""
 
-    TABLE = "vta_config"  # the ISA file's table that holds these numbers
-
     LOG_INP_WIDTH: int = 3
     LOG_WGT_WIDTH: int = 3
     LOG_ACC_WIDTH: int = 5
@@ -120,6 +118,10 @@ class VtaConfig:
     @property
     def uop_src_bits(self) -> int:
         return max(self.log_acc_depth, self.log_inp_depth)
+
+    def tables(self) -> dict[str, dict[str, int]]:
+        """The ISA file's table these numbers come from."""
+        return {"vta_config": self.as_dict()}
 
     def tag(self) -> str:
         """A short name of the build for reports: VTA's bitstream tag."""
