@@ -38,6 +38,8 @@ solve_app = typer.Typer(no_args_is_help=True, help="Solve one operator into veri
 deepbench_app = typer.Typer(no_args_is_help=True, help="The Baidu DeepBench inference operators.")
 app.add_typer(solve_app, name="solve")
 app.add_typer(deepbench_app, name="deepbench")
+isa_app = typer.Typer(no_args_is_help=True, help="Accelerator descriptions (ISA files, docs/isa-files.md).")
+app.add_typer(isa_app, name="isa")
 
 
 class EpilogueKind(str, Enum):
@@ -183,6 +185,52 @@ def solve_deepbench(
 
 def deepbench_operator(name: str) -> Operator:
     return deepbench.lookup(name).operator()
+
+
+def _dim_kind(pattern, dim: str) -> str:
+    """Which operands a pattern dim indexes, in the CSP's terms."""
+    out, (a, b) = pattern.output, pattern.inputs
+    if dim in out.dims and dim in a.dims and dim in b.dims:
+        return "batched: indexes every operand"
+    if dim in out.dims:
+        return f"spatial: indexes {out.name} and {a.name if dim in a.dims else b.name}"
+    return f"reduction: indexes {a.name} and {b.name}"
+
+
+@isa_app.command("show")
+def isa_show(file: Optional[Path] = typer.Argument(None, help="An ISA file (default: the shipped VTA)."),
+             as_json: bool = JsonOpt) -> None:
+    """Print what embedcsp derives from an accelerator description."""
+    try:
+        acc = load_accelerator(file)
+        lines = family(acc.family).describe(acc)
+    except EmbedcspError as exc:
+        _fail(exc)
+    p = acc.pattern
+    if as_json:
+        typer.echo(json.dumps({"description": acc.description(), "sha256": acc.digest,
+                               "derived": lines}, indent=2))
+        return
+    typer.echo(f"accelerator {acc.name} (family {acc.family}, {acc.config.tag()}), from {acc.source}")
+    typer.echo(f"sha256     {acc.digest}")
+    typer.echo(f"instruction {p.statement()}: {p.macs} MACs")
+    for dim, extent in p.lanes:
+        typer.echo(f"  lane {dim} = {extent:5d}  {_dim_kind(p, dim)}")
+    for line in lines:
+        typer.echo(line)
+
+
+@isa_app.command("check")
+def isa_check(files: list[Path] = typer.Argument(..., help="ISA files to validate.")) -> None:
+    """Validate ISA files: one line each, exit 2 on the first that is refused."""
+    for file in files:
+        try:
+            acc = load_accelerator(file)
+            family(acc.family).describe(acc)
+        except EmbedcspError as exc:
+            _fail(exc)
+        typer.echo(f"ok         {file}: {acc.name} (family {acc.family}, {acc.config.tag()}, "
+                   f"sha256 {acc.digest[:12]})")
 
 
 @deepbench_app.command("list")

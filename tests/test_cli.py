@@ -12,6 +12,8 @@ import pytest
 
 from embedcsp.targets.vta.config import CONFIG_KEYS
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "embedcsp.cli", *args], capture_output=True,
@@ -130,3 +132,22 @@ def test_run_refuses_broken_bundles(tmp_path):
     (out / "program.bin").write_bytes(bytes(words))
     r = cli("run", str(out))
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
+
+
+def test_isa_show_states_the_derived_layout_of_a_variant():
+    r = cli("isa", "show", str(ROOT / "isa" / "vta_b2_i8_o32.toml"))
+    assert r.returncode == 0, r.stderr
+    assert "lane i =     8  reduction: indexes inp and wgt" in r.stdout
+    # The ALU's source factors are as wide as the ACC depth (2^8), the GEMM's as the INP depth (2^9).
+    assert "src_factor_out [87:80]" in r.stdout and "src_factor_out [88:80]" in r.stdout
+    doc = json.loads(cli("isa", "show", "--json").stdout)
+    assert doc["description"]["vta_config"]["LOG_BLOCK_IN"] == 4 and len(doc["sha256"]) == 64
+
+
+def test_isa_check_is_one_line_per_file_and_exit_2_on_a_bad_one(tmp_path):
+    r = cli("isa", "check", str(ROOT / "isa" / "vta.toml"), str(ROOT / "isa" / "vta_b2_i8_o32.toml"))
+    assert r.returncode == 0 and r.stdout.count("\nok") == 1 and r.stdout.startswith("ok")
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "isa" / "vta.toml").read_text().replace('family = "vta"', 'family = "tpu"'))
+    r = cli("isa", "check", str(bad))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "unknown accelerator family 'tpu'" in r.stderr

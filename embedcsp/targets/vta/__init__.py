@@ -32,6 +32,32 @@ class VtaFamily:
 
         return vta_from_dict(doc, source)
 
+    def describe(self, acc: Accelerator) -> list[str]:
+        """What this family derives from the description: buffers, element sizes, field widths."""
+        from embedcsp.targets.vta.config import MEM_ACC, MEM_INP, MEM_UOP, MEM_WGT
+        from embedcsp.targets.vta.encoding import layouts
+        from embedcsp.targets.vta.plan import MAX_LOOP
+        from embedcsp.targets.vta.timing import BOARDS
+
+        cfg = acc.config
+        lines = [f"bitstream  {cfg.bitstream_tag()}: BATCH {cfg.batch}, BLOCK_IN {cfg.block_in}, "
+                 f"BLOCK_OUT {cfg.block_out}, {cfg.batch * cfg.block_in * cfg.block_out} MACs per GEMM micro-op"]
+        for name, mem in (("UOP", MEM_UOP), ("INP", MEM_INP), ("WGT", MEM_WGT), ("ACC", MEM_ACC)):
+            lines.append(f"buffer     {name:3s} {cfg.depth(mem):6d} elements of {cfg.elem_bytes(mem):6d} B "
+                         f"({cfg.depth(mem) * cfg.elem_bytes(mem) // 1024} KiB)")
+        lay = layouts(cfg)
+        for kind, fields in (("GEMM", lay.gemm), ("ALU", lay.alu), ("LOAD/STORE", lay.mem)):
+            used = max(pos + width for _, pos, width in fields)
+            text = ", ".join(f"{n} [{pos + w - 1}:{pos}]" for n, pos, w in fields if n not in
+                             ("opcode", "pop_prev", "pop_next", "push_prev", "push_next"))
+            lines.append(f"encoding   {kind} ({used} of 128 bits): {text}")
+        uop = ", ".join(f"{n} [{pos + w - 1}:{pos}]" for n, pos, w in lay.uop)
+        lines.append(f"encoding   micro-op (32 bits): {uop}")
+        lines.append(f"limits     loop counts <= {MAX_LOOP}, LOAD padding <= 15 per side, row pitch "
+                     f"<= 65535 elements, requant shift 0..15")
+        lines.append(f"boards     {', '.join(f'{b.name} ({b.clock_mhz:g} MHz, {b.bus_bytes} B/cycle)' for b in BOARDS.values())}")
+        return lines
+
     def check_board(self, name: str) -> None:
         """BadInput for a board the cycle model does not know."""
         from embedcsp.targets.vta.timing import board
