@@ -140,3 +140,14 @@ def test_a_misread_encoder_fails_verification(monkeypatch):
     except ProgramError:
         return  # refused outright (an index out of range after the shifted fields)
     assert not outcome.verification.ok
+
+
+@pytest.mark.parametrize("isa", ["vta_b2_i8_o32.toml", "vta_acc_deep.toml"])
+def test_requant_verifies_on_variants_whose_depths_differ(isa):
+    acc = load_accelerator(ROOT / "isa" / isa)
+    assert acc.config.log_inp_depth != acc.config.log_acc_depth
+    outcome = solve_and_verify(gemm(35, 70, 64), acc, Options(time_limit=5, epilogue=Epilogue("requant", 8)))
+    assert outcome.verification.ok and outcome.verification.counters.alu_uops > 0
+    raw = encoding.encode_program(list(outcome.compiled.program.insns), acc.config)
+    alus = [i for i in decode_program(raw, acc.config) if isinstance(i, AluInsn)]
+    assert [(i.alu_opcode, i.imm) for i in alus[:3]] == [(ALU_SHR, 8), (encoding.ALU_MIN, 127), (ALU_MAX, -128)]
