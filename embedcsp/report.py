@@ -72,7 +72,6 @@ def provenance(compiled: Compiled, seed: int) -> dict:
 
 def outcome_dict(o: Outcome) -> dict:
     c = o.compiled
-    counters = o.verification.counters
     return {
         "provenance": provenance(c, o.seed),
         "operator": {"kind": c.operator.kind, **c.operator.param_dict},
@@ -83,14 +82,7 @@ def outcome_dict(o: Outcome) -> dict:
         "padding_efficiency": c.embedding.efficiency,
         "useful_macs": c.operator.macs,
         "issued_macs": c.embedding.padded_macs,
-        "plan": {"tile": [c.plan.tiling.rows, c.plan.tiling.cols, c.plan.tiling.reds],
-                 "outer": c.plan.tiling.outer, "estimated_cycles": c.plan.estimated_cycles},
-        "instructions": c.program.insn_counts(),
-        "insn_count": len(c.program.insns),
-        "micro_ops_in_buffer": int(c.program.uops.size),
-        "gemm_micro_ops": counters.gemm_uops,
-        "dram_load_bytes": counters.load_bytes,
-        "dram_store_bytes": counters.store_bytes,
+        **family(c.accelerator.family).program_fields(c, o.verification),
         "host_transform": [t.as_dict() for t in o.transforms],
         "timing": o.timing.as_dict(),
         "roofline": {"cycles": o.roofline.cycles, "compute_cycles": o.roofline.compute_cycles,
@@ -101,13 +93,8 @@ def outcome_dict(o: Outcome) -> dict:
     }
 
 
-_STRATEGY_TEXT = {
-    "csp": "csp (the solver's embedding and layout)",
-    "reference": "reference (VTA's fixed TVM mapping, solved with the mapping pinned)",
-}
-
-
-def _bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as the reports print them)."""
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -118,36 +105,28 @@ def _bytes(n: int) -> str:
 def outcome_text(o: Outcome) -> list[str]:
     c = o.compiled
     r, v = c.report, o.verification
-    t = c.plan.tiling
-    counts = c.program.insn_counts()
-    loads = v.counters.load_bytes
+    fam = family(c.accelerator.family)
+    strategy = ("csp (the solver's embedding and layout)" if c.options.strategy == "csp"
+                else f"reference ({fam.reference})")
     lines = [
         f"{c.operator.describe()} on {c.accelerator.name} ({c.accelerator.config.tag()}, "
         f"sha256 {c.accelerator.digest[:12]})",
-        f"strategy   {_STRATEGY_TEXT[c.options.strategy]}",
+        f"strategy   {strategy}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",
         "embedding",
         *(f"  {line}" for line in c.embedding.describe()),
         f"padding    efficiency {c.embedding.efficiency:.4f} "
         f"(useful {c.operator.macs} / issued {c.embedding.padded_macs} MACs)",
-        f"plan       {c.plan.n_rows}x{c.plan.n_cols}x{c.plan.n_reds} elements in tiles of "
-        f"{t.rows}x{t.cols}x{t.reds}, {t.outer}s outermost, "
-        f"{'double' if t.inp_slots > 1 else 'single'}-buffered",
-        f"program    {len(c.program.insns)} instructions ("
-        + ", ".join(f"{k} {n}" for k, n in counts.items()) + f"), {c.program.uops.size} micro-ops in UOP",
-        f"execution  {v.counters.gemm_uops} GEMM micro-ops, {v.counters.alu_uops} ALU micro-ops",
-        f"DRAM       loaded {_bytes(sum(loads.values()))} (inp {_bytes(loads['INP'])}, "
-        f"wgt {_bytes(loads['WGT'])}, uop {_bytes(loads['UOP'])}), stored {_bytes(v.counters.store_bytes)}",
+        *fam.program_lines(c, v, o.timing),
         "host       " + "; ".join(
-            f"{h.tensor}: {_bytes(h.logical_bytes)} -> {_bytes(h.packed_bytes)} packed"
+            f"{h.tensor}: {human_bytes(h.logical_bytes)} -> {human_bytes(h.packed_bytes)} packed"
             + (f", duplication x{h.duplication:.2f}" if h.duplication > 1.0001 else "")
             for h in o.transforms),
     ]
     tm, rf = o.timing, o.roofline
-    lines.append(f"timing     {tm.cycles} cycles on {tm.board} ({tm.seconds * 1e3:.3f} ms), GEMM core busy "
-                 f"{tm.gemm_cycles / tm.cycles:.1%}; roofline {rf.cycles} cycles "
-                 f"({'compute' if rf.compute_cycles >= rf.memory_cycles else 'memory'}-bound), "
-                 f"efficiency {rf.efficiency(tm.cycles):.3f}")
+    lines.append(f"timing     {tm.cycles} cycles on {tm.board} ({tm.seconds * 1e3:.3f} ms); roofline "
+                 f"{rf.cycles} cycles ({'compute' if rf.compute_cycles >= rf.memory_cycles else 'memory'}"
+                 f"-bound), efficiency {rf.efficiency(tm.cycles):.3f}")
     if v.ok:
         lines.append(f"verified   {v.checked} outputs bit-exact against numpy "
                      f"(functional model, seed {o.seed}, {v.seconds:.2f} s)")

@@ -25,6 +25,7 @@ class VtaFamily:
     """The stages the core asks of a family, for VTA."""
 
     name = "vta"
+    reference = "VTA's fixed TVM mapping, solved with the mapping pinned"
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """An ISA file's tables ([accelerator], [vta_config], [intrinsic]) to an Accelerator."""
@@ -57,6 +58,18 @@ class VtaFamily:
                      f"<= 65535 elements, requant shift 0..15")
         lines.append(f"boards     {', '.join(f'{b.name} ({b.clock_mhz:g} MHz, {b.bus_bytes} B/cycle)' for b in BOARDS.values())}")
         return lines
+
+    def program_lines(self, compiled, verification, timing) -> list[str]:
+        """Plan, program, execution and DRAM lines of the text report."""
+        from embedcsp.targets.vta.report import program_lines
+
+        return program_lines(compiled, verification, timing)
+
+    def program_fields(self, compiled, verification) -> dict:
+        """The same facts for --json."""
+        from embedcsp.targets.vta.report import program_fields
+
+        return program_fields(compiled, verification)
 
     def check_board(self, name: str) -> None:
         """BadInput for a board the cycle model does not know."""
