@@ -1,0 +1,67 @@
+"""What the core asks of an accelerator family (docs/targets.md).
+
+The core (pipeline, verify, report, cli, bench) holds a family only through
+this protocol, found by name in the registry (targets/registry.py). The plan,
+program and counters a family returns are its own types: the core passes them
+back to the same family and reads nothing in them but what the methods below
+promise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedcsp.accelerator import Accelerator
+from embedcsp.progress import Progress
+
+
+class Timing(Protocol):
+    cycles: int  # modelled cycles of the whole program
+    seconds: float  # cycles at the board's clock
+    board: str
+
+    def as_dict(self) -> dict: ...
+
+
+class Roofline(Protocol):
+    cycles: int  # the bound
+    compute_cycles: int
+    memory_cycles: int
+
+    def efficiency(self, cycles: int) -> float: ...
+
+
+class Family(Protocol):
+    name: str  # the `[accelerator] family` of its ISA files
+    reference: str  # what `--strategy reference` means on this family, for reports
+
+    def load(self, doc: dict, source: str) -> Accelerator:
+        """A parsed ISA file to a validated Accelerator; IsaError naming `source` otherwise."""
+
+    def describe(self, acc: Accelerator) -> list[str]:
+        """Lines of what the family derives from a description (`embedcsp isa show`)."""
+
+    def check_board(self, name: str) -> None:
+        """BadInput unless the cycle model knows the board `name`."""
+
+    def build(self, embedding, options) -> tuple[Any, Any]:
+        """(plan, program) for an embedding; NoEmbedding if nothing fits the hardware."""
+
+    def execute(self, compiled, inputs: dict[str, np.ndarray],
+                progress: Progress) -> tuple[dict[str, np.ndarray], Any]:
+        """Run the compiled program as the hardware would read it, in the family's functional
+        model: (output tensors by name, counters with as_dict()); ProgramError if refused."""
+
+    def cost(self, compiled) -> Timing:
+        """The cycle model's verdict on the compiled program, on `compiled.options.board`."""
+
+    def roofline(self, compiled) -> Roofline:
+        """The bound no program of this operator can beat on that board."""
+
+    def program_lines(self, compiled, verification, timing) -> list[str]:
+        """The family's lines of the text report (plan, program, execution, traffic)."""
+
+    def program_fields(self, compiled, verification) -> dict:
+        """The same facts for `--json`."""
