@@ -65,3 +65,7 @@ class Family(Protocol):
 
     def program_fields(self, compiled, verification) -> dict:
         """The same facts for `--json`."""
+
+    def bench_columns(self, compiled, verification) -> dict:
+        """`gemm_uops` (instruction instances executed), `dram_load_bytes`, `dram_store_bytes`
+        and `instructions` (program length) for the bench CSV."""

@@ -71,6 +71,12 @@ class VtaFamily:
 
         return program_fields(compiled, verification)
 
+    def bench_columns(self, compiled, verification) -> dict:
+        """The bench CSV's execution columns: instruction instances, DRAM traffic, program size."""
+        counters = verification.counters
+        return {"gemm_uops": counters.gemm_uops, "dram_load_bytes": sum(counters.load_bytes.values()),
+                "dram_store_bytes": counters.store_bytes, "instructions": len(compiled.program.insns)}
+
     def check_board(self, name: str) -> None:
         """BadInput for a board the cycle model does not know."""
         from embedcsp.targets.vta.timing import board
