@@ -39,7 +39,8 @@ class Accelerator:
 
     @property
     def role_of(self) -> dict[str, str]:
-        """Pattern dim -> 'row' (acc & inp), 'col' (acc & wgt) or 'red' (inp & wgt)."""
+        """Pattern dim -> 'row' (output and first input), 'col' (output and second input) or
+        'red' (both inputs); VTA: b row, o col, i red."""
         out = set(self.pattern.output.dims)
         a, b = (set(o.dims) for o in self.pattern.inputs)
         roles = {}

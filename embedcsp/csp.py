@@ -34,6 +34,7 @@ from embedcsp.accelerator import Accelerator
 from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
+from embedcsp.targets.registry import family
 from embedcsp.targets.vta.direct import direct_unsupported, host_padding
 
 ROLES = ("row", "col", "red")
@@ -58,6 +59,17 @@ class SolveReport:
 
 def _precheck(op: Operator, acc: Accelerator) -> None:
     """Structural reasons an embedding cannot exist, said in the user's terms."""
+    p = acc.pattern
+    shared = [d for d in p.dim_names if all(d in o.dims for o in p.operands)]
+    if shared:
+        raise NoEmbedding(f"the instruction's dim(s) {', '.join(shared)} index all three operands of "
+                          f"'{p.statement()}'; such batched lanes are not supported by the CSP yet")
+    for role in ROLES:
+        dims = [d for d in p.dim_names if acc.role_of[d] == role]
+        if len(dims) > 1:
+            raise NoEmbedding(f"the instruction '{p.statement()}' has {len(dims)} dims of one kind "
+                              f"({', '.join(dims)}); the CSP handles one output-and-input dim per input "
+                              "and one reduction dim so far")
     if len(op.inputs) != 2:
         raise NoEmbedding(
             f"{op.kind} has {len(op.inputs)} input tensor(s); the instruction "
@@ -85,14 +97,17 @@ def _output_separable(op: Operator) -> set[str]:
 class _Model:
     """CP-SAT variables and expressions for one (operator, accelerator) pair."""
 
-    def __init__(self, op: Operator, acc: Accelerator):
-        self.op, self.acc = op, acc
+    def __init__(self, op: Operator, acc: Accelerator, forms: tuple[str, ...]):
+        self.op, self.acc, self.forms = op, acc, forms
         m = self.m = cp_model.CpModel()
         pattern = acc.pattern
+        # The pattern's own operand names and dim roles; a role the pattern lacks (a
+        # matrix-vector instruction has no col dim) is a lane class of extent 1.
+        self.first = pattern.inputs[0].name  # the operand that shares the row dims with the output
         self.role_dim = {acc.role_of[d]: d for d in pattern.dim_names}
-        self.lanes = {r: pattern.extents[self.role_dim[r]] for r in ROLES}
+        self.lanes = {r: pattern.extents[self.role_dim[r]] if r in self.role_dim else 1 for r in ROLES}
         inputs = [t.name for t in op.inputs]
-        # bind[q][t]: a permutation of the two operator inputs onto inp/wgt.
+        # bind[q][t]: a permutation of the two operator inputs onto the pattern's two inputs.
         self.bind = {q.name: {t: m.new_bool_var(f"bind_{q.name}_{t}") for t in inputs} for q in pattern.inputs}
         for q in pattern.inputs:
             m.add_exactly_one(self.bind[q.name].values())
@@ -120,7 +135,10 @@ class _Model:
         separable = _output_separable(op)
         for d in op.dims:
             for r in ROLES:
-                pdim = self.role_dim[r]
+                pdim = self.role_dim.get(r)
+                if pdim is None:  # no such lane class: nothing may sit on it
+                    m.add(self.lane[d.name][r] == 0)
+                    continue
                 for operand in pattern.operands:
                     if pdim in operand.dims:
                         continue
@@ -144,10 +162,10 @@ class _Model:
         """
         m, op = self.m, self.op
         self.direct = m.new_bool_var("direct")
-        if direct_unsupported(op) is not None:
+        if "direct" not in self.forms or direct_unsupported(op) is not None:
             m.add(self.direct == 0)
             return
-        m.add(self.bind["inp"]["data"] == 1).only_enforce_if(self.direct)
+        m.add(self.bind[self.first]["data"] == 1).only_enforce_if(self.direct)
         alone = {"c": "red", "k": "col"}
         for d in op.dims:
             for r in ROLES:
@@ -203,7 +221,7 @@ class _Model:
             self.padded[r] = padded
         # Translation loops per matrix axis; which axis a loop dim is on depends on the binding.
         self.loop_prod: dict[str, cp_model.IntVar] = {}
-        inp_t = self.bind["inp"]
+        inp_t = self.bind[self.first]
         out_dims = op.output.dims
         axis_flags: dict[str, list[tuple[cp_model.IntVar, int]]] = {r: [] for r in ROLES}
         for d in ext:
@@ -227,7 +245,7 @@ class _Model:
         rr = self._mul("inp_matrix_bytes", self.axis["row"], self.axis["red"], big)
         inp_bytes = m.new_int_var(0, big, "inp_bytes")
         m.add(inp_bytes == rr).only_enforce_if(self.direct.Not())
-        if direct_unsupported(op) is None:
+        if "direct" in self.forms and direct_unsupported(op) is None:
             n_row = self.lane["n"]["row"]
             m.add(inp_bytes == self._direct_inp_bytes(True)).only_enforce_if([self.direct, n_row])
             m.add(inp_bytes == self._direct_inp_bytes(False)).only_enforce_if([self.direct, n_row.Not()])
@@ -242,7 +260,7 @@ class _Model:
                 terms.append(weight * self.lane[d][r])
                 weight *= 2
         first = op.inputs[0].name
-        terms.append(weight * self.bind["inp"][first].Not())
+        terms.append(weight * self.bind[self.first][first].Not())
         # On a tie in bytes the packed matrix wins: one LOAD per tile instead of one per channel block.
         terms.append(2 * weight * self.direct)
         self.tie_break = sum(terms)
@@ -255,7 +273,7 @@ class _Model:
         for r in ROLES:
             dims = tuple(d for d in ext if solver.value(self.lane[d][r]))
             groups.append(LaneGroup(r, self.lanes[r], dims, tuple(ext[d] for d in dims)))
-        inp = op.tensor(dict(binding)["inp"])
+        inp = op.tensor(dict(binding)[self.first])
         loops = []
         for d in ext:
             if not solver.value(self.loop[d]):
@@ -300,8 +318,13 @@ def reference_pins(op: Operator) -> Pins:
 
 
 def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0,
-                    pins: Pins = Pins()) -> tuple[Embedding, SolveReport]:
-    """Find the best embedding of the accelerator's instruction into the operator."""
+                    pins: Pins = Pins(), forms: tuple[str, ...] | None = None
+                    ) -> tuple[Embedding, SolveReport]:
+    """Find the best embedding of the accelerator's instruction into the operator.
+
+    `forms` are the layout forms the accelerator's family can generate code for
+    ('matrix', and VTA's 'direct'); None asks the family (targets/registry.py).
+    """
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
     _precheck(op, acc)
@@ -310,7 +333,9 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
         raise BadInput(f"{op.describe()} is too large for the solver's 64-bit cost model "
                        f"({op.macs:.3g} MACs)")
     start = time.perf_counter()
-    model = _Model(op, acc)
+    if forms is None:
+        forms = family(acc.family).forms
+    model = _Model(op, acc, forms)
     model.pin(pins)
     levels: list[tuple[str, str, int, int]] = []
     solver = cp_model.CpSolver()

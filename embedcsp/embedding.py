@@ -20,8 +20,6 @@ import numpy as np
 from embedcsp.accelerator import Accelerator
 from embedcsp.operator import Operator
 
-LANE_NAMES = {"row": "BATCH", "col": "BLOCK_OUT", "red": "BLOCK_IN"}
-
 
 @dataclass(frozen=True)
 class LaneGroup:
@@ -112,8 +110,15 @@ class Embedding:
     def describe(self) -> list[str]:
         """The embedding in the user's terms, one line per lane dim and loop class."""
         lines = []
+        acc = self.accelerator
+        # The family's names for the lane classes where it has them (VTA: BATCH, BLOCK_OUT,
+        # BLOCK_IN), else the instruction's own dim names.
+        labels = acc.config.lane_labels() if hasattr(acc.config, "lane_labels") else {}
+        dim_of = {r: d for d, r in acc.role_of.items()}
         for g in self.groups:
-            lane = LANE_NAMES[g.role]
+            if g.role not in dim_of:
+                continue  # the instruction has no such lane class
+            lane = labels.get(g.role, f"{dim_of[g.role]}")
             if not g.dims:
                 lines.append(f"{lane} lanes ({g.lanes}): unused (1 of {g.lanes} lanes busy)")
                 continue
@@ -128,11 +133,12 @@ class Embedding:
                 dims = ", ".join(f"{lp.dim}[{lp.extent}]" for lp in loops)
                 lines.append(f"{what} iterate over {dims}")
         lines.append("operands: " + ", ".join(f"{p} <- {t}" for p, t in self.binding))
+        first = acc.pattern.inputs[0].name
         if self.form == "direct":
-            lines.append(f"layout: {self.bound['inp']} stays channel-blocked in DRAM; LOAD pads the borders "
+            lines.append(f"layout: {self.bound[first]} stays channel-blocked in DRAM; LOAD pads the borders "
                          "and micro-ops walk the filter taps (no im2col)")
         else:
-            lines.append("layout: the host packs inp as a rows x reduction matrix"
+            lines.append(f"layout: the host packs {first} as a rows x reduction matrix"
                          + (" (im2col)" if self.operator.kind == "conv2d" else ""))
         return lines
 
@@ -181,9 +187,10 @@ def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
         tensor = op.tensor(bound[operand.name])
         key = np.stack([np.broadcast_to(ix.evaluate(coords), valid.shape) for ix in tensor.access], -1)
         # Nodes that differ only along a dim the operand lacks share its element.
-        for axis, dim in enumerate(pattern.dim_names):
+        for dim in pattern.dim_names:
             if dim in operand.dims:
                 continue
+            axis = ("row", "col", "red").index(acc.role_of[dim])
             ref = np.take(key, [0], axis=axis + 1)
             both = valid & np.take(valid, [0], axis=axis + 1)
             assert np.all((key == ref).all(-1) | ~both), (

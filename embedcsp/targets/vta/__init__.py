@@ -25,6 +25,7 @@ class VtaFamily:
     """The stages the core asks of a family, for VTA."""
 
     name = "vta"
+    forms = ("matrix", "direct")  # layout forms its code generator emits (docs/targets.md)
     reference = "VTA's fixed TVM mapping, solved with the mapping pinned"
 
     def load(self, doc: dict, source: str) -> Accelerator:

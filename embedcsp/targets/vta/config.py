@@ -123,6 +123,10 @@ class VtaConfig:
         """The ISA file's table these numbers come from."""
         return {"vta_config": self.as_dict()}
 
+    def lane_labels(self) -> dict[str, str]:
+        """VTA's names of the instruction's lane classes, for reports."""
+        return {"row": "BATCH", "col": "BLOCK_OUT", "red": "BLOCK_IN"}
+
     def tag(self) -> str:
         """A short name of the build for reports: VTA's bitstream tag."""
         return self.bitstream_tag()
