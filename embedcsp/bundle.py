@@ -1,4 +1,4 @@
-"""The program bundle (docs/bundle-format.md): what any VTA simulator can run.
+"""The program bundle (docs/bundle-format.md): what another simulator needs to run a program.
 
     manifest.json  format, vta_config, operator, epilogue, tensors, dram_bytes, status,
                    provenance, plus fields of our own
@@ -32,24 +32,7 @@ from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
 from embedcsp.pipeline import Compiled
 from embedcsp.reference import MAX_SHIFT, Epilogue, random_inputs, reference_output
 from embedcsp.report import provenance
-from embedcsp.targets.vta.codegen import dram_image, layout_arrays
-from embedcsp.targets.vta.config import (
-    CONFIG_KEYS,
-    MEM_ACC,
-    MEM_ACC_8BIT,
-    MEM_INP,
-    MEM_OUT,
-    MEM_UOP,
-    MEM_WGT,
-    VtaConfig,
-    validate_config,
-    vta_accelerator,
-)
-from embedcsp.targets.vta.decode import (
-    decode_program,  # the model's own reading, not the encoder's
-)
-from embedcsp.targets.vta.encoding import OP_LOAD, FinishInsn, MemInsn, encode_program
-from embedcsp.targets.vta.execute import execute_image
+from embedcsp.targets.registry import family
 from embedcsp.verify import Verification, compare
 
 FORMAT = "embedcsp-bundle/1"
@@ -57,7 +40,7 @@ STATUSES = ("verified", "failed", "unverified")
 FAILED_MARKER = "FAILED"
 
 # Sanity caps applied before anything is allocated (docs/bundle-format.md, "Limits").
-MAX_LOG_VALUE = 24  # no vta_config number beyond this: a 16 MiB scratchpad, 2^24-lane blocks
+
 MAX_TENSOR_ELEMENTS = 1 << 30  # a logical tensor larger than this and than dram.bin is refused
 
 _PARAMS = {
@@ -70,8 +53,7 @@ HINTS = {
                   "write the bundle again with `embedcsp solve ... --out`)",
     "status": " ('verified', 'failed' or 'unverified'; write the bundle again with `embedcsp solve ... --out`)",
 }
-_MEM_NAMES = {MEM_UOP: "UOP", MEM_WGT: "WGT", MEM_INP: "INP", MEM_ACC: "ACC", MEM_OUT: "OUT",
-              MEM_ACC_8BIT: "ACC_8BIT"}
+
 
 
 # ---------------------------------------------------------------------------- writing
@@ -85,15 +67,12 @@ def bundle_status(verification: Verification | None) -> str:
 def manifest(compiled: Compiled, verification: Verification | None, seed: int,
              transforms: list[HostTransform]) -> dict:
     op, program = compiled.operator, compiled.program
-    tiling = compiled.plan.tiling
     doc = {
         "format": FORMAT,
-        "isa": "vta",
-        "vta_config": compiled.accelerator.config.as_dict(),
+        **family(compiled.accelerator.family).bundle_manifest(compiled),
         "operator": {"kind": op.kind, **op.param_dict},
         "epilogue": compiled.options.epilogue.manifest(),
         "program": "program.bin",
-        "insn_count": len(program.insns),
         "dram": "dram.bin",
         "dram_bytes": program.dram_size,
         "layout": "layout.npz",
@@ -105,11 +84,6 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
         "input_seed": seed,
         "embedding": compiled.embedding.summary(),
         "solver": compiled.report.as_dict(),
-        "plan": {"rows": compiled.plan.n_rows, "cols": compiled.plan.n_cols, "reds": compiled.plan.n_reds,
-                 "tile": {"rows": tiling.rows, "cols": tiling.cols, "reds": tiling.reds},
-                 "outer": tiling.outer, "slots": {"inp": tiling.inp_slots, "wgt": tiling.wgt_slots,
-                                                  "acc": tiling.acc_slots}},
-        "regions": {name: {"offset": r.offset, "size": r.size} for name, r in program.regions.items()},
         "host_transform": [t.as_dict() for t in transforms],
     }
     if verification is not None:
@@ -135,13 +109,10 @@ def write_bundle(out: Path, compiled: Compiled, inputs: dict[str, np.ndarray], s
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        program = compiled.program
-        (out / "program.bin").write_bytes(encode_program(list(program.insns), program.config))
-        image = dram_image(program, inputs)
-        assert len(image) == program.dram_size
+        program_bin, image, layout = family(compiled.accelerator.family).bundle_files(compiled, inputs)
+        (out / "program.bin").write_bytes(program_bin)
         image.tofile(out / "dram.bin")
-        shapes = {t.name: t.shape for t in compiled.operator.tensors}
-        np.savez_compressed(out / "layout.npz", **layout_arrays(program, shapes))
+        np.savez_compressed(out / "layout.npz", **layout)
         marker = out / FAILED_MARKER
         if verification is not None and not verification.ok:
             marker.write_text(_failed_text(verification, seed))
@@ -159,10 +130,11 @@ def write_bundle(out: Path, compiled: Compiled, inputs: dict[str, np.ndarray], s
 class Bundle:
     path: Path
     manifest: dict
-    config: VtaConfig
+    family: str  # the manifest's isa
+    config: Any  # the family's config, from the manifest
     operator: Operator
     epilogue: Epilogue
-    insns: list
+    program: Any  # the family's program as its functional model decoded program.bin
     dram: np.ndarray
     layout: dict[str, np.ndarray]
     status: str = "unverified"  # "verified", "failed" or "unverified", from the manifest
@@ -249,19 +221,6 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(doc, dict):
         raise BadInput(f"{file} must hold a JSON object, got {_what(doc)}")
     return doc
-
-
-def _config(m: _Manifest) -> VtaConfig:
-    raw = m.obj(m.doc, "vta_config", "vta_config")
-    unknown = sorted(set(raw) - set(CONFIG_KEYS))
-    if unknown:
-        raise m.bad(f"vta_config has unknown key(s) {', '.join(map(repr, unknown))}")
-    cfg = VtaConfig(**{k: m.int_(raw, k, f"vta_config.{k}", 0, MAX_LOG_VALUE) for k in CONFIG_KEYS})
-    try:
-        validate_config(cfg)
-    except BadInput as exc:
-        raise m.bad(str(exc)) from None
-    return cfg
 
 
 def _operator(m: _Manifest) -> Operator:
@@ -415,43 +374,6 @@ def _check_sizes(m: _Manifest, op: Operator, dram_bytes: int) -> None:
                         f"limit of {MAX_TENSOR_ELEMENTS} (or dram.bin's size)")
 
 
-def _program(m: _Manifest, file: Path, cfg: VtaConfig, dram_bytes: int) -> list:
-    count = m.int_(m.doc, "insn_count", "insn_count", 1)
-    size = file.stat().st_size
-    if size % 16:
-        raise BadInput(f"{file} is {size} bytes, not a whole number of 16-byte instructions")
-    if size // 16 != count:
-        raise BadInput(f"{file} holds {size // 16} instructions, but the manifest's insn_count is {count}")
-    try:
-        insns = decode_program(file.read_bytes(), cfg)
-    except OSError as exc:
-        raise BadInput(f"{file}: cannot read it ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise BadInput(f"{file}: {exc}") from None
-    if not isinstance(insns[-1], FinishInsn):
-        raise BadInput(f"{file} does not end with FINISH")
-    for pc, insn in enumerate(insns):
-        if isinstance(insn, MemInsn):
-            _check_dram_range(file, pc, insn, cfg, dram_bytes)
-    return insns
-
-
-def _check_dram_range(file: Path, pc: int, insn: MemInsn, cfg: VtaConfig, dram_bytes: int) -> None:
-    """Every byte a LOAD or STORE moves lies inside dram.bin (docs/vta.md section 4)."""
-    op = "LOAD" if insn.opcode == OP_LOAD else "STORE"
-    if insn.memory_type not in _MEM_NAMES:
-        raise BadInput(f"{file}: instruction {pc} ({op}) has unknown memory type {insn.memory_type}")
-    if insn.x_size == 0 or insn.y_size == 0:
-        return  # moves nothing (x_size 0 is a token-only NOP)
-    elem = cfg.elem_bytes(insn.memory_type)
-    lo = insn.dram_base * elem
-    # Rows start at (dram_base + y * x_stride) * elem, y < y_size, each x_size * elem bytes long.
-    hi = (insn.dram_base + (insn.y_size - 1) * insn.x_stride + insn.x_size) * elem
-    if hi > dram_bytes:
-        raise BadInput(f"{file}: instruction {pc} ({op} {_MEM_NAMES[insn.memory_type]}) moves dram.bin "
-                       f"bytes in [{lo}, {hi}), past its end at {dram_bytes} bytes")
-
-
 def _read_dram(file: Path, dram_bytes: int) -> np.ndarray:
     size = file.stat().st_size
     if size != dram_bytes:
@@ -552,9 +474,11 @@ def read_bundle(path: Path | str) -> Bundle:
     if fmt != FORMAT:
         raise m.bad(f"format is {json.dumps(fmt)[:60]}, expected {FORMAT!r}")
     isa = m.get(doc, "isa", "isa")
-    if isa != "vta":
-        raise m.bad(f"isa {json.dumps(isa)[:60]} is not supported; only 'vta' bundles run")
-    cfg = _config(m)
+    try:
+        fam = family(isa if isinstance(isa, str) else repr(isa))
+    except BadInput as exc:
+        raise m.bad(f"isa {json.dumps(isa)[:60]}: {exc}") from None
+    cfg = fam.read_bundle_config(m)
     op = _operator(m)
     epilogue = _epilogue(m)
     _tensors(m, op)
@@ -564,9 +488,9 @@ def read_bundle(path: Path | str) -> Bundle:
     layout_file = _member(m, "layout", "layout.npz")
     _check_sizes(m, op, dram_bytes)
     dram = _read_dram(dram_file, dram_bytes)
-    insns = _program(m, program_file, cfg, dram_bytes)
+    program = fam.read_bundle_program(m, program_file, cfg, dram_bytes)
     layout = _layout(layout_file, op, dram_bytes)
-    return Bundle(path, doc, cfg, op, epilogue, insns, dram, layout, status)
+    return Bundle(path, doc, isa, cfg, op, epilogue, program, dram, layout, status)
 
 
 # ---------------------------------------------------------------------------- running
@@ -658,8 +582,7 @@ def run_bundle(bundle: Bundle, seed: int = 1, inputs: Mapping[str, Any] | None =
         dram[where] = given[t.name].reshape(-1)[index].view(np.uint8)
     out_dram = bundle.layout[f"{op.output.name}_dram"]
     dram[out_dram.reshape(-1)] = 0
-    pattern = vta_accelerator(bundle.config).pattern
-    got, counters = execute_image(bundle.insns, dram, bundle.config, pattern, out_dram)
+    got, counters = family(bundle.family).run_bundle_image(bundle, dram, out_dram)
     want = reference_output(op, given, bundle.epilogue)
     verification = compare(op, got, want, counters, time.perf_counter() - start)
     name = op.output.name

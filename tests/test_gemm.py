@@ -52,7 +52,7 @@ def test_output_read_back_through_the_bundle_layout(tmp_path):
     for t in op.inputs:
         values = b.dram[b.layout[f"{t.name}_dram"]].view(np.int8)
         np.testing.assert_array_equal(values, o.inputs[t.name].reshape(-1)[b.layout[f"{t.name}_index"]])
-    final, _ = run(b.insns, b.dram, b.config, ACC.pattern)
+    final, _ = run(b.program, b.dram, b.config, ACC.pattern)
     got = final[b.layout["C_dram"]].view(np.int8)
     want = _numpy_gemm(o.inputs["A"], o.inputs["B"]).astype(np.int8)
     np.testing.assert_array_equal(got, want)
