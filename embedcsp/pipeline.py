@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.csp import Pins, SolveReport, reference_pins, solve_embedding
+from embedcsp.csp import Pins, SolveReport, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import MAX_DRAM_BYTES, Operator
@@ -79,7 +79,7 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     seconds = {}
     t0 = time.perf_counter()
     progress.stage("solving the embedding")
-    pins = reference_pins(op) if options.strategy == "reference" else Pins()
+    pins = family(acc.family).reference_pins(op) if options.strategy == "reference" else Pins()
     embedding, report = _solve(op, acc, options, pins)
     t1 = time.perf_counter()
     progress.stage("planning and generating code")

@@ -47,6 +47,9 @@ class Family(Protocol):
     def check_board(self, name: str) -> None:
         """BadInput unless the cycle model knows the board `name`."""
 
+    def reference_pins(self, op) -> Any:
+        """csp.Pins fixing the mapping of `--strategy reference`; NoEmbedding where it has none."""
+
     def build(self, embedding, options) -> tuple[Any, Any]:
         """(plan, program) for an embedding; NoEmbedding if nothing fits the hardware."""
 

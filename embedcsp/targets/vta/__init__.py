@@ -110,6 +110,12 @@ class VtaFamily:
         pattern = vta_accelerator(bundle.config).pattern
         return execute_image(bundle.program, dram, bundle.config, pattern, out_dram)
 
+    def reference_pins(self, op):
+        """The CSP pins of VTA's fixed TVM mapping for `op` (docs/vta.md section 8)."""
+        from embedcsp.targets.vta.reference import reference_pins
+
+        return reference_pins(op)
+
     def check_board(self, name: str) -> None:
         """BadInput for a board the cycle model does not know."""
         from embedcsp.targets.vta.timing import board
