@@ -1,10 +1,12 @@
 """The embedding CSP, solved with OR-Tools CP-SAT.
 
 Variables
-  bind[q][t]   pattern input operand q (inp, wgt) reads operator input tensor t
+  bind[q][t]   pattern input operand q reads operator input tensor t
   lane[d][r]   operator dim d is fused onto the lanes of pattern dim class r
-               (row = BATCH, col = BLOCK_OUT, red = BLOCK_IN); otherwise d is a
-               translation loop of the instruction
+               (row: output and first input, col: output and second input,
+               red: both inputs; VTA's BATCH, BLOCK_OUT, BLOCK_IN); otherwise d
+               is a translation loop of the instruction
+  form_on[f]   the layout form f that the family offers holds (else the packed matrix)
 Constraints (the scalar dataflow, stated per dim)
   - pattern nodes that differ only along a pattern dim share every operand that
     lacks that dim, so the operator dims fused onto that pattern dim must not
@@ -16,7 +18,7 @@ Constraints (the scalar dataflow, stated per dim)
 Objective (lexicographic, one CP-SAT solve per level)
   1. padded MACs = prod over lane classes of ceil(fused/lanes)*lanes x loops;
   2. bytes of the packed operands in DRAM (padding and im2col duplication);
-     this is where conv2d's direct form (no im2col, embedcsp.targets.vta.direct) wins
+     this is where a form without duplication (VTA's direct conv form) wins
      when it costs no lanes;
   3. a fixed order over the remaining ties, so the answer does not depend on
      the solver's search.
@@ -35,7 +37,6 @@ from embedcsp.embedding import Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
 from embedcsp.targets.registry import family
-from embedcsp.targets.vta.direct import direct_unsupported, host_padding
 
 ROLES = ("row", "col", "red")
 CP_SAT_MAX = 2**62  # CP-SAT integer domains are int64
@@ -97,7 +98,7 @@ def _output_separable(op: Operator) -> set[str]:
 class _Model:
     """CP-SAT variables and expressions for one (operator, accelerator) pair."""
 
-    def __init__(self, op: Operator, acc: Accelerator, forms: tuple[str, ...]):
+    def __init__(self, op: Operator, acc: Accelerator, forms: tuple):
         self.op, self.acc, self.forms = op, acc, forms
         m = self.m = cp_model.CpModel()
         pattern = acc.pattern
@@ -124,7 +125,10 @@ class _Model:
 
     def pin(self, pins: Pins) -> None:
         if pins.form:
-            self.m.add(self.direct == int(pins.form == "direct"))
+            if pins.form != "matrix" and pins.form not in self.form_on:
+                raise NoEmbedding(f"the {pins.form} layout form does not apply to {self.op.describe()}")
+            for name, on in self.form_on.items():
+                self.m.add(on == int(pins.form == name))
         for operand, tensor in pins.binding:
             self.m.add(self.bind[operand][tensor] == 1)
         for dim, role in pins.roles:
@@ -154,32 +158,16 @@ class _Model:
                     m.add(self.lane[d.name][r] == 0)
 
     def _form(self) -> None:
-        """The direct conv form (embedcsp.targets.vta.direct): the data tensor stays channel-blocked.
-
-        It needs channels alone on BLOCK_IN, output channels alone on BLOCK_OUT and
-        nothing but the batch on BATCH, so that one inp element is one pixel's
-        channel block and the filter window is address arithmetic.
-        """
-        m, op = self.m, self.op
-        self.direct = m.new_bool_var("direct")
-        if "direct" not in self.forms or direct_unsupported(op) is not None:
-            m.add(self.direct == 0)
-            return
-        m.add(self.bind[self.first]["data"] == 1).only_enforce_if(self.direct)
-        alone = {"c": "red", "k": "col"}
-        for d in op.dims:
-            for r in ROLES:
-                if alone.get(d.name) == r:
-                    m.add(self.lane[d.name][r] == 1).only_enforce_if(self.direct)
-                elif not (r == "row" and d.name == "n"):
-                    m.add(self.lane[d.name][r] == 0).only_enforce_if(self.direct)
-
-    def _direct_inp_bytes(self, n_on_lanes: bool) -> int:
-        """Bytes of the channel-blocked data tensor in the direct form."""
-        cfg, p = self.acc.config, self.op.param_dict
-        rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
-        hp, wp = host_padding(self.op)
-        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * (p["H"] + 2 * hp) * (p["W"] + 2 * wp)
+        """Layout forms besides the packed matrix, each offered by the family (docs/targets.md):
+        a form that applies gets a boolean; when it is on, its own constraints hold and it
+        states the bytes of the first operand in DRAM."""
+        self.form_on: dict[str, cp_model.IntVar] = {}
+        for form in self.forms:
+            if form.unsupported(self.op) is None:
+                on = self.form_on[form.name] = self.m.new_bool_var(f"form_{form.name}")
+                form.constrain(self, on)
+        if self.form_on:
+            self.m.add(sum(self.form_on.values()) <= 1)
 
     def _product(self, name: str, factors: list[tuple[cp_model.IntVar, int]]) -> cp_model.IntVar:
         """prod(ext if flag else 1), as an integer variable."""
@@ -244,11 +232,11 @@ class _Model:
         self.packed_bytes = m.new_int_var(0, 3 * big, "packed_bytes")
         rr = self._mul("inp_matrix_bytes", self.axis["row"], self.axis["red"], big)
         inp_bytes = m.new_int_var(0, big, "inp_bytes")
-        m.add(inp_bytes == rr).only_enforce_if(self.direct.Not())
-        if "direct" in self.forms and direct_unsupported(op) is None:
-            n_row = self.lane["n"]["row"]
-            m.add(inp_bytes == self._direct_inp_bytes(True)).only_enforce_if([self.direct, n_row])
-            m.add(inp_bytes == self._direct_inp_bytes(False)).only_enforce_if([self.direct, n_row.Not()])
+        packed = [on.Not() for on in self.form_on.values()]  # the matrix form: rows x red
+        m.add(inp_bytes == rr).only_enforce_if(packed)
+        forms = {f.name: f for f in self.forms}
+        for name, on in self.form_on.items():
+            forms[name].first_operand_bytes(self, on, inp_bytes)
         cr = self._mul("wgt_bytes", self.axis["col"], self.axis["red"], big)
         m.add(self.packed_bytes == inp_bytes + cr + rc)
         # A total order for the remaining ties: prefer reduction lanes, then col, then row,
@@ -262,7 +250,7 @@ class _Model:
         first = op.inputs[0].name
         terms.append(weight * self.bind[self.first][first].Not())
         # On a tie in bytes the packed matrix wins: one LOAD per tile instead of one per channel block.
-        terms.append(2 * weight * self.direct)
+        terms.append(2 * weight * sum(self.form_on.values()))
         self.tie_break = sum(terms)
 
     def embedding(self, solver: cp_model.CpSolver) -> Embedding:
@@ -283,7 +271,7 @@ class _Model:
             else:
                 role = "row" if d in inp.dims else "col"
             loops.append(Loop(d, ext[d], role))
-        form = "direct" if solver.value(self.direct) else "matrix"
+        form = next((name for name, on in self.form_on.items() if solver.value(on)), "matrix")
         return Embedding(op, self.acc, tuple(binding), tuple(groups), tuple(loops), form)
 
 
@@ -298,12 +286,13 @@ class Pins:
 
 
 def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0,
-                    pins: Pins = Pins(), forms: tuple[str, ...] | None = None
+                    pins: Pins = Pins(), forms: tuple | None = None
                     ) -> tuple[Embedding, SolveReport]:
     """Find the best embedding of the accelerator's instruction into the operator.
 
-    `forms` are the layout forms the accelerator's family can generate code for
-    ('matrix', and VTA's 'direct'); None asks the family (targets/registry.py).
+    `forms` are the layout forms besides the packed matrix that the accelerator's
+    family can generate code for (VTA: the direct conv form, targets/vta/forms.py);
+    None asks the family (targets/registry.py), () allows the matrix form alone.
     """
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")

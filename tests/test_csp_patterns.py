@@ -66,7 +66,7 @@ def brute_force_padding(op: Operator, acc: Accelerator) -> int:
 @pytest.mark.parametrize("operator", sorted(OPERATORS))
 def test_padding_is_the_best_whole_dim_placement(pattern, operator):
     op, acc = OPERATORS[operator], accelerator(pattern)
-    emb, report = solve_embedding(op, acc, time_limit=10, forms=("matrix",))
+    emb, report = solve_embedding(op, acc, time_limit=10, forms=())
     check_scalar(emb)  # every MAC covered once, dataflow kept, at full expansion
     assert report.status == "OPTIMAL"
     assert emb.padded_macs == report.objective == brute_force_padding(op, acc)
@@ -75,7 +75,7 @@ def test_padding_is_the_best_whole_dim_placement(pattern, operator):
 
 
 def test_the_report_names_the_instructions_own_dims():
-    emb, _ = solve_embedding(gemm(35, 20, 50), accelerator("mma-16x8x16"), forms=("matrix",))
+    emb, _ = solve_embedding(gemm(35, 20, 50), accelerator("mma-16x8x16"), forms=())
     text = "\n".join(emb.describe())
     assert "m lanes (16)" in text and "k lanes (16)" in text and "layout: the host packs a" in text
 
@@ -85,4 +85,4 @@ def test_batched_instruction_dims_are_refused_with_a_reason():
                 (("g", 4), ("o", 4), ("i", 4)))
     acc = Accelerator("grouped", "test", p, None, "test")
     with pytest.raises(NoEmbedding, match="index all three operands"):
-        solve_embedding(gemm(8, 8, 8), acc, forms=("matrix",))
+        solve_embedding(gemm(8, 8, 8), acc, forms=())

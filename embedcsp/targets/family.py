@@ -36,7 +36,7 @@ class Roofline(Protocol):
 class Family(Protocol):
     name: str  # the `[accelerator] family` of its ISA files
     reference: str  # what `--strategy reference` means on this family, for reports
-    forms: tuple[str, ...]  # layout forms its code generator emits: "matrix", and VTA's "direct"
+    forms: tuple  # layout forms besides the packed matrix that its code generator emits
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """A parsed ISA file to a validated Accelerator; IsaError naming `source` otherwise."""

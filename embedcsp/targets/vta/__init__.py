@@ -24,8 +24,14 @@ from embedcsp.progress import SILENT, Progress
 class VtaFamily:
     """The stages the core asks of a family, for VTA."""
 
+    @property
+    def forms(self) -> tuple:
+        """Layout forms besides the packed matrix that its code generator emits."""
+        from embedcsp.targets.vta.forms import DIRECT
+
+        return (DIRECT,)
+
     name = "vta"
-    forms = ("matrix", "direct")  # layout forms its code generator emits (docs/targets.md)
     reference = "VTA's fixed TVM mapping, solved with the mapping pinned"
 
     def load(self, doc: dict, source: str) -> Accelerator:

@@ -1,0 +1,53 @@
+"""VTA's layout forms for the embedding CSP (docs/targets.md, "Layout forms").
+
+The packed matrix form is the CSP's own. The direct conv form (code in
+targets/vta/direct.py) keeps the data tensor channel-blocked in DRAM: LOAD's
+zero padding supplies the borders and the GEMM micro-ops walk the filter taps,
+so nothing is duplicated on the host.
+"""
+
+from __future__ import annotations
+
+from embedcsp.csp import ROLES
+from embedcsp.operator import Operator
+from embedcsp.targets.vta.direct import direct_unsupported, host_padding
+
+
+class DirectLayout:
+    """The direct conv form as CSP constraints and a bytes cost."""
+
+    name = "direct"
+
+    def unsupported(self, op: Operator) -> str | None:
+        """Why the form cannot hold `op`, or None."""
+        return direct_unsupported(op)
+
+    def constrain(self, model, on) -> None:
+        """Channels alone on BLOCK_IN, output channels alone on BLOCK_OUT and nothing but the
+        batch on BATCH: one inp element is one pixel's channel block, and the filter window
+        is address arithmetic."""
+        m = model.m
+        m.add(model.bind[model.first]["data"] == 1).only_enforce_if(on)
+        alone = {"c": "red", "k": "col"}
+        for d in model.op.dims:
+            for r in ROLES:
+                if alone.get(d.name) == r:
+                    m.add(model.lane[d.name][r] == 1).only_enforce_if(on)
+                elif not (r == "row" and d.name == "n"):
+                    m.add(model.lane[d.name][r] == 0).only_enforce_if(on)
+
+    def first_operand_bytes(self, model, on, inp_bytes) -> None:
+        """The channel-blocked data tensor's bytes, with or without the batch on BATCH."""
+        n_row = model.lane["n"]["row"]
+        model.m.add(inp_bytes == self._bytes(model, True)).only_enforce_if([on, n_row])
+        model.m.add(inp_bytes == self._bytes(model, False)).only_enforce_if([on, n_row.Not()])
+
+    @staticmethod
+    def _bytes(model, n_on_lanes: bool) -> int:
+        cfg, p = model.acc.config, model.op.param_dict
+        rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
+        hp, wp = host_padding(model.op)
+        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * (p["H"] + 2 * hp) * (p["W"] + 2 * wp)
+
+
+DIRECT = DirectLayout()
