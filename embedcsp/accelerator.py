@@ -58,11 +58,12 @@ class Accelerator:
 
     def description(self) -> dict:
         """The whole description as an ISA file would state it (docs/isa-files.md), lanes as numbers."""
-        return {
-            "accelerator": {"name": self.name, "family": self.family},
-            **self.config.tables(),
-            "intrinsic": {"statement": self.pattern.statement(), "lanes": dict(self.pattern.lanes)},
-        }
+        tables = self.config.tables()
+        # The family's own [intrinsic] table, where it has one, says more than the pattern
+        # (the tile family's initiation interval), and its digest must see that.
+        intrinsic = {"statement": self.pattern.statement(), "lanes": dict(self.pattern.lanes),
+                     **tables.pop("intrinsic", {})}
+        return {"accelerator": {"name": self.name, "family": self.family}, **tables, "intrinsic": intrinsic}
 
     @property
     def digest(self) -> str:
