@@ -88,6 +88,16 @@ BAD = [
       "--pad", "-1"], "pad_h must be a whole number >= 0"),
     (["solve", "conv2d", "--n", "1", "--c", "3", "--h", "8", "--w", "8", "--k", "8", "--r", "3", "--s", "3",
       "--pad", "1", "--pad-h", "1"], "not both"),
+    # The rows of issue 8's table: each once crashed with a traceback.
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--seed", "-1"], "--seed must be within 0..2147483647"),
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--seed", "2147483648"], "--seed must be within"),
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--time-limit", "nan"], "--time-limit must be a positive"),
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--time-limit", "inf"], "--time-limit must be a positive"),
+    (["solve", "gemm", "--m", "3", "--n", "1", "--k", "1", "--time-limit", "-1"], "--time-limit must be a positive"),
+    (["bench", "--only", "gemm-server-2", "--time-limit", "nan", "--out", "/tmp/never-written"],
+     "--time-limit must be a positive"),
+    (["bench", "--only", "gemm-server-2", "--seed", "-1", "--out", "/tmp/never-written"], "--seed must be within"),
+    (["isa", "check", "/nonexistent.toml"], "does not exist"),
 ]
 
 
