@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -71,6 +72,17 @@ class Accelerator:
         the same hardware description, whatever the files were called."""
         canonical = json.dumps(self.description(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_keys(table: Mapping, label: str, allowed: Sequence[str], required: Sequence[str],
+               source: str) -> None:
+    """IsaError unless `table` (an ISA file's `label`) has only `allowed` keys and every `required` one."""
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise IsaError(f"{source}: unknown {label} key(s) {', '.join(unknown)}; expected {', '.join(allowed)}")
+    missing = sorted(set(required) - set(table), key=list(required).index)
+    if missing:
+        raise IsaError(f"{source}: {label} is missing {', '.join(missing)}")
 
 
 def accelerator_from_dict(doc: Any, source: str) -> Accelerator:

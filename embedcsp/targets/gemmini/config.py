@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from embedcsp.accelerator import check_keys
 from embedcsp.errors import IsaError
 
 CONFIG_KEYS = ("DIM", "BANK_NUM", "BANK_ROWS", "ACC_ROWS", "MAX_BYTES", "elem_t", "acc_t")
@@ -188,13 +189,7 @@ def gemmini_config_from_dict(table: Mapping[str, Any], source: str) -> GemminiCo
     """A `[gemmini_config]` table (already parsed) to a config; IsaError names `source` and the key."""
     if not isinstance(table, Mapping):
         raise IsaError(f"{source}: [gemmini_config] must be a table, got {type(table).__name__}")
-    unknown = sorted(set(table) - set(CONFIG_KEYS))
-    if unknown:
-        raise IsaError(f"{source}: unknown gemmini_config key(s) {', '.join(unknown)}; "
-                       f"expected {', '.join(CONFIG_KEYS)}")
-    missing = [k for k in CONFIG_KEYS if k not in table]
-    if missing:
-        raise IsaError(f"{source}: gemmini_config is missing {', '.join(missing)}")
+    check_keys(table, "gemmini_config", CONFIG_KEYS, CONFIG_KEYS, source)
     try:
         return GemminiConfig(**dict(table))
     except IsaError as exc:

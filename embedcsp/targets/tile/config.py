@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedcsp.accelerator import Accelerator
+from embedcsp.accelerator import Accelerator, check_keys
 from embedcsp.errors import IsaError
 from embedcsp.pattern import Operand, Pattern
 
@@ -196,17 +196,6 @@ def _table(doc: Mapping, key: str, source: str, required: bool = True) -> Mappin
     return value
 
 
-def _keys(table: Mapping, name: str, allowed: tuple[str, ...], required: tuple[str, ...],
-          source: str) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise IsaError(f"{source}: unknown [{name}] key(s) {', '.join(unknown)}; "
-                       f"expected {', '.join(allowed)}")
-    missing = [k for k in required if k not in table]
-    if missing:
-        raise IsaError(f"{source}: [{name}] is missing {', '.join(missing)}")
-
-
 def _positive(value: Any, where: str, source: str) -> int:
     if not _whole(value):
         raise IsaError(f"{source}: {where} must be a whole number, got {value!r}")
@@ -344,21 +333,21 @@ def tile_config_from_dict(doc: Any, source: str) -> tuple[str, TileConfig]:
         raise IsaError(f"{source}: unknown table(s) {', '.join(unknown)}; a tile ISA file has "
                        f"{', '.join(TABLES)}")
     head = _table(doc, "accelerator", source)
-    _keys(head, "accelerator", ACCELERATOR_KEYS, ACCELERATOR_KEYS, source)
+    check_keys(head, "[accelerator]", ACCELERATOR_KEYS, ACCELERATOR_KEYS, source)
     if head["family"] != "tile":
         raise IsaError(f"{source}: [accelerator] family must be 'tile' here, got {head['family']!r}")
     name = head["name"]
     if not isinstance(name, str) or not name.strip():
         raise IsaError(f"{source}: [accelerator] name must be a non-empty string, got {name!r}")
     intrinsic = _table(doc, "intrinsic", source)
-    _keys(intrinsic, "intrinsic", INTRINSIC_KEYS, INTRINSIC_KEYS, source)
+    check_keys(intrinsic, "[intrinsic]", INTRINSIC_KEYS, INTRINSIC_KEYS, source)
     pattern = parse_statement(intrinsic["statement"], intrinsic["lanes"], source)
     ii = _positive(intrinsic["ii"], "[intrinsic] ii", source)
     dtypes = _dtypes(_table(doc, "dtypes", source, required=False), pattern, source)
     _check_exact(pattern, dict(dtypes), source)
     memory = _memory(_table(doc, "memory", source), pattern, dict(dtypes), source)
     dma = _table(doc, "dma", source)
-    _keys(dma, "dma", DMA_KEYS, DMA_KEYS, source)
+    check_keys(dma, "[dma]", DMA_KEYS, DMA_KEYS, source)
     bpc = _positive(dma["bytes_per_cycle"], "[dma] bytes_per_cycle", source)
     return name, TileConfig(pattern=pattern, ii=ii, dtypes=dtypes, memory=memory, bytes_per_cycle=bpc)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from embedcsp.accelerator import Accelerator
+from embedcsp.accelerator import Accelerator, check_keys
 from embedcsp.errors import IsaError
 from embedcsp.pattern import parse_pattern
 
@@ -198,13 +198,7 @@ def vta_from_dict(doc: dict, source: str) -> Accelerator:
         raw.setdefault("LOG_BLOCK_OUT", block)
     raw.pop("TARGET", None)
     raw.pop("HW_VER", None)
-    unknown = set(raw) - set(CONFIG_KEYS)
-    if unknown:
-        raise IsaError(f"{source}: unknown vta_config key(s) {', '.join(sorted(unknown))}; "
-                       f"expected {', '.join(CONFIG_KEYS)}")
-    missing = set(CONFIG_KEYS) - set(raw)
-    if missing:
-        raise IsaError(f"{source}: vta_config is missing {', '.join(sorted(missing))}")
+    check_keys(raw, "vta_config", CONFIG_KEYS, CONFIG_KEYS, source)
     cfg = VtaConfig(**raw)
     try:
         validate_config(cfg)
