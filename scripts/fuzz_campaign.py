@@ -30,7 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fuzzcases import BAD, OUTCOMES, Case, draw_case, run_case, shrink, signature
+from fuzzcases import (
+    BAD,
+    OUTCOMES,
+    Case,
+    draw_case,
+    limit_memory,
+    run_case,
+    shrink,
+    signature,
+)
 
 
 def case_of(seed: int, index: int) -> Case:
@@ -49,7 +58,8 @@ def _alarm(signum, frame):
 
 
 def _work(args):
-    index, case, wall = args
+    index, case, wall, mem_gb = args
+    limit_memory(mem_gb)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(wall)
     try:
@@ -72,14 +82,17 @@ def main(argv=None) -> int:
     ap.add_argument("--replay", type=Path, help="re-run the failures of an earlier JSON file")
     ap.add_argument("--no-shrink", action="store_true")
     ap.add_argument("--shrink-budget", type=float, default=20.0, help="seconds per distinct failure")
+    ap.add_argument("--mem-gb", type=float, default=10.0,
+                    help="address-space limit per worker: a blow-up is a MemoryError on the case, "
+                         "not the kernel's OOM killer taking a worker (which hangs the pool)")
     args = ap.parse_args(argv)
 
     if args.replay:
         doc = json.loads(args.replay.read_text())
-        work = [(f["index"], Case.from_dict(f["case"]), args.wall) for f in doc["failures"]]
+        work = [(f["index"], Case.from_dict(f["case"]), args.wall, args.mem_gb) for f in doc["failures"]]
     else:
         indices = args.only if args.only else range(args.cases)
-        work = [(i, case_of(args.seed, i), args.wall) for i in indices]
+        work = [(i, case_of(args.seed, i), args.wall, args.mem_gb) for i in indices]
 
     print(f"{len(work)} cases, {args.jobs} jobs", file=sys.stderr, flush=True)
     start = time.perf_counter()

@@ -36,6 +36,7 @@ from fuzzcases import (
     BAD,
     OUTCOMES,
     Case,
+    limit_memory,
     load_config,
     run_case,
     signature,
@@ -54,7 +55,8 @@ EPILOGUES = (("wrap", 0), ("requant", 8))
 
 
 def _config(args):
-    lanes, strategies, full = args
+    lanes, strategies, full, mem_gb = args
+    limit_memory(mem_gb)
     from embedcsp.errors import IsaError
 
     cfg = sweep_config(*lanes)
@@ -102,9 +104,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="*", default=list(range(4)), help="LOG_BATCH values")
     ap.add_argument("--block-in", type=int, nargs="*", default=list(range(11)))
     ap.add_argument("--block-out", type=int, nargs="*", default=list(range(11)))
+    ap.add_argument("--mem-gb", type=float, default=10.0,
+                    help="address-space limit per worker: a blow-up is a MemoryError on the case, "
+                         "not the kernel's OOM killer taking a worker (which hangs the pool)")
     args = ap.parse_args(argv)
     strategies = tuple(args.strategies.split(","))
-    work = [((b, i, o), strategies, args.full) for b in args.batch for i in args.block_in for o in args.block_out]
+    work = [((b, i, o), strategies, args.full, args.mem_gb) for b in args.batch for i in args.block_in for o in args.block_out]
 
     fixed_accepted, fixed_refused = loader_only(work)
     start = time.perf_counter()

@@ -33,6 +33,7 @@ The independent checks on a verified program (none reuses embedcsp.reference):
 from __future__ import annotations
 
 import re
+import resource
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -284,6 +285,15 @@ def run_case(case: Case, independent: bool = True) -> Result:
             return Result("WRONG PROGRAM", problem, time.perf_counter() - start, checked=v.checked,
                           independent=True)
     return Result("verified", "", time.perf_counter() - start, checked=v.checked, independent=independent)
+
+
+def limit_memory(gb: float) -> None:
+    """Cap this process's address space (the scripts' workers): a blow-up becomes a
+    MemoryError on the case instead of the OOM killer taking the worker."""
+    limit = int(gb * 2**30)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or limit <= hard:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 # ------------------------------------------------------------------ grouping and shrinking failures
