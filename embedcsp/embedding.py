@@ -170,7 +170,11 @@ def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
                                     indexing="ij"), -1).reshape(-1, 3)
     else:
         grid = np.asarray(instances).reshape(-1, 3)
-    lane = {r: np.arange(emb.group(r).lanes) for r in ("row", "col", "red")}
+    # Sampled checks look at a bounded set of lanes per class (lane 0, the last, and spaced ones
+    # between), so an 8x1024x1024-lane instruction costs megabytes, not gigabytes; the
+    # sharing checks compare against lane 0, which every sample holds.
+    cap = None if instances is None else MAX_SAMPLED_LANES
+    lane = {r: _lanes(emb.group(r).lanes, cap) for r in ("row", "col", "red")}
     # Node coordinates: shape (instances, B, O, I) per operator dim.
     coords: dict[str, np.ndarray] = {}
     valid = np.ones((len(grid), len(lane["row"]), len(lane["col"]), len(lane["red"])), bool)
@@ -207,6 +211,16 @@ def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
         uniq = np.unique(points, axis=0)
         assert len(uniq) == len(points), "an operator MAC is covered twice"
         assert len(points) == op.macs, f"the cover has {len(points)} MACs, the operator {op.macs}"
+
+
+MAX_SAMPLED_LANES = 64  # per lane class, in a sampled scalar check
+
+
+def _lanes(n: int, cap: int | None) -> np.ndarray:
+    """All lane indices, or at most `cap` of them spread over [0, n) including both ends."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
 def axis_coords(emb: Embedding, role: str, index: np.ndarray, lane: np.ndarray
