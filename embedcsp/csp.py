@@ -299,8 +299,9 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
     _precheck(op, acc)
     lanes = acc.pattern.macs
     if op.macs * lanes**2 > CP_SAT_MAX:
-        raise BadInput(f"{op.describe()} is too large for the solver's 64-bit cost model "
-                       f"({op.macs:.3g} MACs)")
+        raise BadInput(f"{op.describe()} ({op.macs:.3g} MACs) on an instruction of {lanes} MACs is too "
+                       "large for the solver's 64-bit cost model, which needs MACs x (instruction "
+                       "MACs)^2 below 2^62")
     start = time.perf_counter()
     if forms is None:
         forms = family(acc.family).forms
