@@ -1,6 +1,9 @@
 """Memory layouts that follow from an embedding.
 
-The embedding turns the operator into three matrices of hardware elements:
+The embedding turns the operator into one array of hardware elements per
+instruction operand, with one axis per lane class the operand moves along
+(`operand_axes`): the first input (row, red), the second (col, red), the
+output (row, col); on VTA
   inp [rows, red, BATCH, BLOCK_IN]   wgt [cols, red, BLOCK_OUT, BLOCK_IN]
   acc [rows, cols, BATCH, BLOCK_OUT]
 For every lane of every element, `element_map` gives the flat index of the
@@ -18,16 +21,28 @@ import numpy as np
 from embedcsp.embedding import Embedding, axis_coords
 from embedcsp.operator import Tensor
 
-AXES = {"inp": ("row", "red"), "wgt": ("col", "red"), "acc": ("row", "col")}
+def operand_axes(emb: Embedding, operand: str) -> tuple[str, str]:
+    """The lane classes (matrix axes) a pattern operand moves along, outer first."""
+    pattern = emb.accelerator.pattern
+    if operand == pattern.inputs[0].name:
+        return ("row", "red")
+    if operand == pattern.inputs[1].name:
+        return ("col", "red")
+    if operand == pattern.output.name:
+        return ("row", "col")
+    raise KeyError(f"{operand!r} is not an operand of {pattern.statement()!r}")
 
 
 def element_map(emb: Embedding, operand: str) -> np.ndarray:
     """int32 [n0, n1, lanes0, lanes1]: tensor flat index per packed lane, -1 for zero.
 
+    `operand` is a pattern operand name; the axes are `operand_axes(emb, operand)`, the
+    lanes of each axis those of its lane class.
+
     Built a slab of the first axis at a time, so peak memory stays near the
     map itself (the K=500000 DeepBench GEMMs have maps of half a billion lanes).
     """
-    a0, a1 = AXES[operand]
+    a0, a1 = operand_axes(emb, operand)
     tensor = emb.operator.tensor(emb.bound[operand])
     n0, n1 = emb.axis_length(a0), emb.axis_length(a1)
     l0, l1 = emb.group(a0).lanes, emb.group(a1).lanes

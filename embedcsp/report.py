@@ -30,10 +30,13 @@ class Outcome:
 
 
 def host_transforms(compiled: Compiled) -> list[HostTransform]:
-    """What the host does to each input tensor to lay it out for the accelerator."""
-    program, op = compiled.program, compiled.operator
-    return [host_transform(program.tensors[name], op.tensor(program.tensors[name]).size,
-                           program.element_maps[name]) for name in ("inp", "wgt")]
+    """What the host does to each input tensor to lay it out for the accelerator.
+
+    A family's program has `element_maps`, keyed by pattern operand (docs/targets.md)."""
+    emb, op = compiled.embedding, compiled.operator
+    return [host_transform(emb.bound[q.name], op.tensor(emb.bound[q.name]).size,
+                           compiled.program.element_maps[q.name])
+            for q in compiled.accelerator.pattern.inputs]
 
 
 def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,

@@ -97,7 +97,7 @@ def _kind(insn: Insn) -> str:
 
 
 class MatrixForm:
-    """Address arithmetic of the packed-matrix layout (AXES in embedcsp.layout).
+    """Address arithmetic of the packed-matrix layout (operand_axes in embedcsp.layout).
 
     One GEMM covers a tile step with the hardware loops:
       outer = red element l, inner = row r, micro-ops = col element j
