@@ -30,7 +30,7 @@ from embedcsp.errors import BadInput
 from embedcsp.layout import HostTransform
 from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
 from embedcsp.pipeline import Compiled
-from embedcsp.reference import MAX_SHIFT, Epilogue, random_inputs, reference_output
+from embedcsp.reference import EPILOGUES, MAX_SHIFT, ROUNDINGS, Epilogue, random_inputs, reference_output
 from embedcsp.report import provenance
 from embedcsp.targets.registry import family
 from embedcsp.verify import Verification, compare
@@ -76,7 +76,8 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
         "dram": "dram.bin",
         "dram_bytes": program.dram_size,
         "layout": "layout.npz",
-        "tensors": {t.name: {"role": t.role, "dtype": "int8", "shape": list(t.shape)} for t in op.tensors},
+        "tensors": {t.name: {"role": t.role, "dtype": _dtype_name(op, t, compiled.options.epilogue),
+                             "shape": list(t.shape)} for t in op.tensors},
         "status": bundle_status(verification),
         "provenance": provenance(compiled, seed),
         # Fields of our own, for people reading the bundle.
@@ -237,20 +238,31 @@ def _operator(m: _Manifest) -> Operator:
 
 
 def _epilogue(m: _Manifest) -> Epilogue:
+    """docs/bundle-format.md: `wrap`, `saturate`, `int32`, or `requant` with its shift and
+    rounding (a requant without `rounding` is an older VTA bundle's: floor)."""
     table = m.obj(m.doc, "epilogue", "epilogue")
     kind = m.str_(table, "kind", "epilogue.kind")
-    if kind == "wrap":
+    if kind in ("wrap", "saturate", "int32"):
+        extra = sorted(set(table) - {"kind", "shift"})
+        if extra:
+            raise m.bad(f"epilogue {kind!r} takes no {', '.join(extra)}")
         if "shift" in table:
             m.int_(table, "shift", "epilogue.shift", 0, 0)
-        return Epilogue("wrap", 0)
+        return Epilogue(kind)
     if kind == "requant":
-        if "rounding" in table and table["rounding"] != "floor":
-            raise m.bad(f"epilogue.rounding {table['rounding']!r} is not supported; VTA's SHR rounds 'floor'")
-        return Epilogue("requant", m.int_(table, "shift", "epilogue.shift", 0, MAX_SHIFT))
-    raise m.bad(f"unknown epilogue {kind!r}: expected 'wrap' or 'requant'")
+        rounding = m.str_(table, "rounding", "epilogue.rounding") if "rounding" in table else "floor"
+        if rounding not in ROUNDINGS:
+            raise m.bad(f"epilogue.rounding {rounding!r}: expected one of {', '.join(ROUNDINGS)}")
+        return Epilogue("requant", m.int_(table, "shift", "epilogue.shift", 0, MAX_SHIFT[rounding]), rounding)
+    raise m.bad(f"unknown epilogue {kind!r}: expected one of {', '.join(EPILOGUES)}")
 
 
-def _tensors(m: _Manifest, op: Operator) -> None:
+def _dtype_name(op: Operator, t: Tensor, epilogue: Epilogue) -> str:
+    """Inputs are int8; the output has the epilogue's type (int8, or int32 for `int32`)."""
+    return np.dtype(epilogue.out_dtype).name if t is op.output else "int8"
+
+
+def _tensors(m: _Manifest, op: Operator, epilogue: Epilogue) -> None:
     table = m.obj(m.doc, "tensors", "tensors")
     want = {t.name for t in op.tensors}
     if set(table) != want:
@@ -262,8 +274,10 @@ def _tensors(m: _Manifest, op: Operator) -> None:
         shape = m.get(entry, "shape", f"tensors.{t.name}.shape")
         if role != t.role:
             raise m.bad(f"tensors.{t.name}.role is {role!r}, but in {op.kind} it is {t.role!r}")
-        if dtype != "int8":
-            raise m.bad(f"tensors.{t.name}.dtype is {dtype!r}; only 'int8' tensors exist")
+        want_dtype = _dtype_name(op, t, epilogue)
+        if dtype != want_dtype:
+            why = f"with the {epilogue.kind} epilogue" if t is op.output else "inputs are"
+            raise m.bad(f"tensors.{t.name}.dtype is {dtype!r}; {why} {want_dtype!r}")
         exact = isinstance(shape, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in shape)
         if not exact or shape != list(t.shape):
             raise m.bad(f"tensors.{t.name}.shape is {json.dumps(shape)[:60]}, but {op.describe()} "
@@ -357,12 +371,12 @@ def participating(op: Operator, t: Tensor) -> int:
     return t.size
 
 
-def _check_sizes(m: _Manifest, op: Operator, dram_bytes: int) -> None:
+def _check_sizes(m: _Manifest, op: Operator, dram_bytes: int, out_bytes: int) -> None:
     """Refuse shapes the files cannot hold, before any tensor is allocated."""
     out = op.output
-    if out.size > dram_bytes:
+    if out.size * out_bytes > dram_bytes:
         raise m.bad(f"{op.describe()} has {out.size} output elements, but dram.bin has only "
-                    f"{dram_bytes} bytes (one byte per output element is needed)")
+                    f"{dram_bytes} bytes ({out_bytes} byte(s) per output element are needed)")
     for t in op.inputs:
         need = participating(op, t)
         if need > dram_bytes:
@@ -408,7 +422,9 @@ def _npz_arrays(npz: NpzFile, limits: Mapping[str, int], source: str) -> dict[st
     return out
 
 
-def _layout(file: Path, op: Operator, dram_bytes: int) -> dict[str, np.ndarray]:
+def _layout(file: Path, op: Operator, dram_bytes: int, out_bytes: int = 1) -> dict[str, np.ndarray]:
+    """layout.npz, checked: `<output>_dram` gives each output element's first byte; it holds
+    `out_bytes` bytes (4 for an int32 output)."""
     need = [f"{t.name}_dram" for t in op.tensors] + [f"{t.name}_index" for t in op.inputs]
     limit = 8 * dram_bytes  # an int64 per dram.bin byte at most
     try:
@@ -443,15 +459,17 @@ def _layout(file: Path, op: Operator, dram_bytes: int) -> dict[str, np.ndarray]:
     if layout[f"{t.name}_dram"].shape != t.shape:
         raise BadInput(f"{file}: {t.name}_dram has shape {list(layout[f'{t.name}_dram'].shape)}, expected "
                        f"{t.name}'s logical shape {list(t.shape)}")
-    _in_range(file, f"{t.name}_dram", layout[f"{t.name}_dram"], dram_bytes, "byte offsets outside dram.bin")
+    _in_range(file, f"{t.name}_dram", layout[f"{t.name}_dram"], dram_bytes - (out_bytes - 1),
+              "byte offsets outside dram.bin")
     layout = {k: arr.astype(np.int64) for k, arr in layout.items()}
     # Each listed byte holds one element: no byte twice, within a tensor or across tensors.
     held = np.zeros(dram_bytes, bool)
     listed = 0
     for t in op.tensors:
         where = layout[f"{t.name}_dram"].reshape(-1)
-        held[where] = True
-        listed += where.size
+        for byte in range(out_bytes if t is op.output else 1):
+            held[where + byte] = True
+            listed += where.size
     if int(held.sum()) != listed:
         raise BadInput(f"{file}: some dram.bin byte is listed for two tensor elements")
     return layout
@@ -481,15 +499,19 @@ def read_bundle(path: Path | str) -> Bundle:
     cfg = fam.read_bundle_config(m)
     op = _operator(m)
     epilogue = _epilogue(m)
-    _tensors(m, op)
+    if epilogue.name not in fam.epilogues:
+        raise m.bad(f"epilogue {epilogue.name!r} is not one the {fam.name} family applies "
+                    f"({', '.join(fam.epilogues)})")
+    _tensors(m, op, epilogue)
     status = _status(m)
     dram_bytes = m.int_(doc, "dram_bytes", "dram_bytes", 1)
     program_file, dram_file = _member(m, "program"), _member(m, "dram")
     layout_file = _member(m, "layout", "layout.npz")
-    _check_sizes(m, op, dram_bytes)
+    out_bytes = np.dtype(epilogue.out_dtype).itemsize
+    _check_sizes(m, op, dram_bytes, out_bytes)
     dram = _read_dram(dram_file, dram_bytes)
     program = fam.read_bundle_program(m, program_file, cfg, dram_bytes)
-    layout = _layout(layout_file, op, dram_bytes)
+    layout = _layout(layout_file, op, dram_bytes, out_bytes)
     return Bundle(path, doc, isa, cfg, op, epilogue, program, dram, layout, status)
 
 
@@ -581,7 +603,8 @@ def run_bundle(bundle: Bundle, seed: int = 1, inputs: Mapping[str, Any] | None =
         where, index = bundle.layout[f"{t.name}_dram"], bundle.layout[f"{t.name}_index"]
         dram[where] = given[t.name].reshape(-1)[index].view(np.uint8)
     out_dram = bundle.layout[f"{op.output.name}_dram"]
-    dram[out_dram.reshape(-1)] = 0
+    for byte in range(np.dtype(bundle.epilogue.out_dtype).itemsize):
+        dram[out_dram.reshape(-1) + byte] = 0
     got, counters = family(bundle.family).run_bundle_image(bundle, dram, out_dram)
     want = reference_output(op, given, bundle.epilogue)
     verification = compare(op, got, want, counters, time.perf_counter() - start)

@@ -44,7 +44,14 @@ app.add_typer(isa_app, name="isa")
 
 class EpilogueKind(str, Enum):
     wrap = "wrap"
+    saturate = "saturate"
     requant = "requant"
+    int32 = "int32"
+
+
+class Rounding(str, Enum):
+    floor = "floor"
+    nearest_even = "nearest_even"
 
 
 class Strategy(str, Enum):
@@ -63,8 +70,14 @@ IsaOpt = typer.Option(None, "--isa", help="Accelerator TOML file (default: the s
 OutOpt = typer.Option(None, "--out", help="Write the program bundle to this directory.")
 TimeOpt = typer.Option(10.0, "--time-limit", help="Solver time limit in seconds.")
 SeedOpt = typer.Option(0, "--seed", help="Solver seed and random-input seed.")
-EpiOpt = typer.Option(EpilogueKind.wrap, "--epilogue", help="wrap: low 8 bits; requant: clip(sum >> shift).")
+EpiOpt = typer.Option(None, "--epilogue", show_default=False,
+                      help="wrap: low 8 bits; saturate: clip to int8; requant: clip(round(sum / 2^shift)); "
+                           "int32: the sum itself. Default: the family's first (VTA wrap, Gemmini saturate, "
+                           "tile int32). docs/epilogues.md.")
 ShiftOpt = typer.Option(8, "--shift", help="Right shift of the requant epilogue (0..15).")
+RoundOpt = typer.Option(None, "--rounding", show_default=False,
+                        help="Rounding of requant: floor (VTA's shift) or nearest_even (Gemmini's scale). "
+                             "Default: the family's.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 StrategyOpt = typer.Option(Strategy.csp, "--strategy",
                            help="csp: the solver chooses; reference: VTA's fixed TVM layout (gemm only).")
@@ -85,21 +98,33 @@ def _fail(exc: EmbedcspError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
+def _epilogue(kind: Optional[EpilogueKind], shift: int, rounding: Optional[Rounding]) -> Epilogue | None:
+    """The command line's epilogue; None leaves it to the family (pipeline.family_epilogue)."""
+    if rounding is not None and kind != EpilogueKind.requant:
+        raise BadInput("--rounding applies to --epilogue requant only")
+    if kind is None:
+        return None
+    if kind != EpilogueKind.requant:
+        return Epilogue(kind.value)
+    return Epilogue("requant", shift, rounding.value if rounding is not None else "")
+
+
 def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: float, seed: int,
-           epilogue: EpilogueKind, shift: int, as_json: bool, board_name: str,
+           epilogue: Optional[EpilogueKind], shift: int, rounding: Optional[Rounding], as_json: bool,
+           board_name: str,
            strategy: Strategy) -> None:
     try:
         check_time_limit(time_limit)
         check_seed(seed)
-        if not 0 <= shift <= MAX_SHIFT:
-            raise BadInput(f"--shift must be within 0..{MAX_SHIFT}, got {shift} (VTA's ALU reads a shift "
-                           "as 5 signed bits, so 16..31 would shift left on hardware)")
+        limit = MAX_SHIFT["floor" if rounding == Rounding.floor else ""]
+        if not 0 <= shift <= limit:
+            raise BadInput(f"--shift must be within 0..{limit}, got {shift}")
         if out is not None and out.exists() and not out.is_dir():
             raise BadInput(f"--out {str(out)!r} exists and is not a directory")
         op: Operator = op_factory()
         acc = load_accelerator(isa)
         options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
-                          epilogue=Epilogue(epilogue.value, shift if epilogue == EpilogueKind.requant else 0))
+                          epilogue=_epilogue(epilogue, shift, rounding))
         family(acc.family).check_board(board_name)  # refuse an unknown board before any work
         progress = _progress(as_json)
         try:
@@ -131,11 +156,12 @@ def solve_gemm(
     n: int = typer.Option(..., "--n", help="Columns of B and C (DeepBench N)."),
     k: int = typer.Option(..., "--k", help="The reduction (DeepBench K)."),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
-    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+    seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
+    rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """C[M,N] = A[M,K] @ B[K,N], int8 x int8 summed in int32."""
-    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
+    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
 
 
 @solve_app.command("conv2d")
@@ -153,7 +179,8 @@ def solve_conv2d(
     stride_h: Optional[int] = typer.Option(None, "--stride-h"),
     stride_w: Optional[int] = typer.Option(None, "--stride-w"),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
-    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+    seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
+    rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
@@ -161,7 +188,7 @@ def solve_conv2d(
         ph, pw = _pick("pad", pad, pad_h, pad_w, 0)
         sh, sw = _pick("stride", stride, stride_h, stride_w, 1)
         return conv2d(n, c, h, w, k, r, s, ph, pw, sh, sw)
-    _solve(make, isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
 
 
 def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], default: int) -> tuple[int, int]:
@@ -176,11 +203,12 @@ def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], de
 def solve_deepbench(
     name: str = typer.Argument(..., help="gemm-server-N, gemm-device-N, conv-server-N or conv-device-N."),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
-    seed: int = SeedOpt, epilogue: EpilogueKind = EpiOpt, shift: int = ShiftOpt, as_json: bool = JsonOpt,
+    seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
+    rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """Solve a DeepBench inference operator by name (see `embedcsp deepbench list`)."""
-    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, as_json, board_name, strategy)
+    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
 
 
 def deepbench_operator(name: str) -> Operator:

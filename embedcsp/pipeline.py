@@ -28,7 +28,7 @@ from embedcsp.targets.registry import family
 class Options:
     time_limit: float = 10.0  # seconds for the CSP
     seed: int = 0
-    epilogue: Epilogue = Epilogue()
+    epilogue: Epilogue | None = None  # None: the family's default (the first it lists)
     double_buffer: bool = True
     strategy: str = "csp"  # "csp": the solver chooses; "reference": VTA's fixed TVM mapping
     board: str = "pynq"  # the cycle model's board, which also ranks the plans
@@ -76,6 +76,7 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     if logical > MAX_DRAM_BYTES:
         raise BadInput(f"{op.describe()} has {logical / 2**30:.1f} GiB of tensors; embedcsp builds "
                        f"and checks DRAM images up to {MAX_DRAM_BYTES >> 30} GiB")
+    options = replace(options, epilogue=family_epilogue(acc, options.epilogue))
     seconds = {}
     t0 = time.perf_counter()
     progress.stage("solving the embedding")
@@ -96,6 +97,20 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
     return Compiled(op, acc, options, embedding, report, plan, program, seconds)
+
+
+def family_epilogue(acc: Accelerator, epilogue: Epilogue | None) -> Epilogue:
+    """The epilogue a program on `acc` will apply: the family's default for None, a requant's
+    rounding filled in; BadInput for one the family's hardware cannot do (docs/epilogues.md)."""
+    offered = family(acc.family).epilogues
+    if epilogue is None:
+        kind, _, rounding = offered[0].partition("/")
+        return Epilogue(kind, rounding=rounding)
+    epilogue = epilogue.resolve(offered)
+    if epilogue.name not in offered:
+        raise BadInput(f"the {acc.family} family cannot apply the {epilogue.name} epilogue; "
+                       f"{acc.name} offers {', '.join(offered)}")
+    return epilogue
 
 
 def _solve(op: Operator, acc: Accelerator, options: Options, pins: Pins) -> tuple[Embedding, SolveReport]:

@@ -15,36 +15,93 @@ import numpy as np
 from embedcsp.errors import BadInput
 from embedcsp.operator import Operator
 
-EPILOGUES = ("wrap", "requant")
-MAX_SHIFT = 15  # docs/vta.md section 4 (ALU): the HLS core's SHR amount is 5 signed bits
+EPILOGUES = ("wrap", "saturate", "requant", "int32")
+ROUNDINGS = ("floor", "nearest_even")
+# The largest requant shift per rounding: VTA's HLS ALU reads a shift as 5 signed bits
+# (docs/vta.md section 4), so 16..31 would shift left; Gemmini's read-out scale 2^-shift is
+# exact in float32 for any shift of an int32 sum. "" (the family's rounding) checks the wider.
+MAX_SHIFT = {"floor": 15, "nearest_even": 31, "": 31}
 _EXACT = 2**53
 _INT8_PRODUCT = 128 * 128  # the largest |int8 * int8|
 
 
 @dataclass(frozen=True)
 class Epilogue:
-    """What happens to the int32 sum on its way out: `wrap` or `requant`."""
+    """What happens to the int32 sum on its way out (docs/epilogues.md).
+
+    wrap       the low 8 bits (VTA's STORE of an accumulator)
+    saturate   clipped to [-128, 127] (Gemmini's int8 read-out at scale 1)
+    requant    divided by 2^shift, rounded (`floor`: an arithmetic shift, VTA's SHR;
+               `nearest_even`: float32(sum) x 2^-shift rounded half to even, Gemmini's
+               read-out scale), then clipped to [-128, 127]
+    int32      the sum itself, as int32
+    A requant with rounding "" takes the rounding of the accelerator's family
+    (`resolve`); it must be resolved before `apply`.
+    """
 
     kind: str = "wrap"
     shift: int = 0
+    rounding: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in EPILOGUES:
             raise BadInput(f"unknown epilogue {self.kind!r}: expected one of {', '.join(EPILOGUES)}")
         if not isinstance(self.shift, int) or isinstance(self.shift, bool):
             raise BadInput(f"the requant shift must be a whole number, got {self.shift!r}")
-        if self.kind == "requant" and not 0 <= self.shift <= MAX_SHIFT:
-            raise BadInput(f"the requant shift must be within 0..{MAX_SHIFT}, got {self.shift}: VTA's "
-                           "ALU reads a shift as 5 signed bits, so 16..31 would shift left on hardware")
+        if self.kind == "requant":
+            if self.rounding not in MAX_SHIFT:
+                raise BadInput(f"unknown requant rounding {self.rounding!r}: expected one of "
+                               f"{', '.join(ROUNDINGS)}")
+            limit = MAX_SHIFT[self.rounding]
+            if not 0 <= self.shift <= limit:
+                why = (": VTA's ALU reads a shift as 5 signed bits, so 16..31 would shift left on hardware"
+                       if self.rounding == "floor" else "")
+                raise BadInput(f"the requant shift must be within 0..{limit}, got {self.shift}{why}")
+        elif self.shift or self.rounding:
+            raise BadInput(f"the {self.kind} epilogue takes no shift or rounding")
+
+    @property
+    def name(self) -> str:
+        """The epilogue as families list what they can do: 'requant/floor', 'wrap', ..."""
+        return f"requant/{self.rounding}" if self.kind == "requant" else self.kind
+
+    @property
+    def out_dtype(self) -> type:
+        return np.int32 if self.kind == "int32" else np.int8
+
+    def resolve(self, supported: tuple[str, ...]) -> Epilogue:
+        """This epilogue with the rounding filled in from a family's `supported` names."""
+        if self.kind != "requant" or self.rounding:
+            return self
+        for name in supported:
+            kind, _, rounding = name.partition("/")
+            if kind == "requant":
+                return Epilogue("requant", self.shift, rounding)
+        return Epilogue("requant", self.shift, "floor")  # the family refuses it by name
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
+        acc = np.asarray(acc).astype(np.int32)
         if self.kind == "wrap":
-            return acc.astype(np.int8)  # keeps the low 8 bits, like VTA STORE
-        shifted = acc.astype(np.int32) >> self.shift
-        return np.clip(shifted, -128, 127).astype(np.int8)
+            return acc.astype(np.int8)  # two's complement: the low 8 bits
+        if self.kind == "int32":
+            return acc
+        if self.kind == "saturate":
+            return np.clip(acc, -128, 127).astype(np.int8)
+        if self.rounding == "floor":
+            scaled = acc >> self.shift  # numpy's >> on signed ints is arithmetic: floor
+        elif self.rounding == "nearest_even":
+            # float32 first (which rounds once |sum| > 2^24), then an exact power-of-two
+            # scale, then half to even: the order Gemmini's read-out takes.
+            scaled = np.rint(acc.astype(np.float32) * np.float32(2.0 ** -self.shift))
+        else:
+            raise ValueError("a requant epilogue must be resolved to a rounding before it is applied")
+        return np.clip(scaled, -128, 127).astype(np.int8)
 
     def manifest(self) -> dict:
-        return {"kind": "wrap"} if self.kind == "wrap" else {"kind": "requant", "shift": self.shift}
+        """The bundle's `epilogue` object (docs/bundle-format.md)."""
+        if self.kind == "requant":
+            return {"kind": "requant", "shift": self.shift, "rounding": self.rounding}
+        return {"kind": self.kind}
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

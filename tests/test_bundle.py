@@ -127,7 +127,16 @@ MANIFEST_DAMAGE = [
     ("no status", deleter("status"), "lacks the field 'status'"),
     ("no insn_count", deleter("insn_count"), "lacks the field 'insn_count'"),
     # epilogues
-    ("unknown epilogue", setter("epilogue", {"kind": "saturate"}), "unknown epilogue 'saturate'"),
+    ("unknown epilogue", setter("epilogue", {"kind": "relu"}), "unknown epilogue 'relu'"),
+    ("epilogue VTA cannot apply", setter("epilogue", {"kind": "int32"}),
+     "epilogue 'int32' is not one the vta family applies"),
+    ("requant rounding VTA cannot apply",
+     setter("epilogue", {"kind": "requant", "shift": 3, "rounding": "nearest_even"}),
+     "epilogue 'requant/nearest_even' is not one the vta family applies"),
+    ("unknown rounding", setter("epilogue", {"kind": "requant", "shift": 3, "rounding": "up"}),
+     "epilogue.rounding 'up': expected one of floor, nearest_even"),
+    ("wrap with a rounding", setter("epilogue", {"kind": "wrap", "rounding": "floor"}),
+     "epilogue 'wrap' takes no rounding"),
     ("shift out of range", setter("epilogue", {"kind": "requant", "shift": 40}),
      "epilogue.shift must be within 0..15"),
     ("shift that hardware reads as a left shift", setter("epilogue", {"kind": "requant", "shift": 16}),
@@ -141,7 +150,7 @@ MANIFEST_DAMAGE = [
     ("tensor shape disagrees", setter("tensors", "C", "shape", [20, 25]), "tensors.C.shape is [20, 25]"),
     ("float shape", setter("tensors", "C", "shape", [20.0, 24]), "tensors.C.shape is [20.0, 24]"),
     ("tensor names disagree", deleter("tensors", "B"), "tensors lists ['A', 'C']"),
-    ("tensor dtype", setter("tensors", "A", "dtype", "int16"), "only 'int8' tensors exist"),
+    ("tensor dtype", setter("tensors", "A", "dtype", "int16"), "inputs are 'int8'"),
     # vta_config
     ("config as string", setter("vta_config", "LOG_BLOCK_IN", "4"),
      "vta_config.LOG_BLOCK_IN must be a whole number"),
@@ -489,7 +498,7 @@ def test_run_bundle_from_python(gemm_bundle):
 def _failing(o):
     """A real verification that failed: the program's output compared with the wrong epilogue."""
     c = o.compiled
-    v = verify_program(c.operator, c.program, ACC.pattern, Epilogue("requant", 3), o.inputs)
+    v = verify_program(c.operator, c.program, ACC.pattern, Epilogue("requant", 3, "floor"), o.inputs)
     assert not v.ok and v.mismatches > 0
     return v
 

@@ -529,7 +529,7 @@ def _flag_drops(program):
 
 @pytest.mark.parametrize("shape,epilogue", [
     ((40, 24, 48), Epilogue()),
-    ((150, 300, 400), Epilogue("requant", 7)),  # several tiles, double-buffered slots
+    ((150, 300, 400), Epilogue("requant", 7, "floor")),  # several tiles, double-buffered slots
 ])
 def test_every_dropped_token_is_caught(shape, epilogue):
     op = gemm(*shape)

@@ -172,7 +172,7 @@ def test_binary_check_catches_a_misplaced_bit():
     from embedcsp.targets.vta.encoding import encode_program
 
     case = Case("gemm", {"M": 9, "N": 20, "K": 40}, VARIANT, ("requant", 8))
-    compiled = compile_operator(build_operator(case), load_config(VARIANT), Options(epilogue=Epilogue("requant", 8)))
+    compiled = compile_operator(build_operator(case), load_config(VARIANT), Options(epilogue=Epilogue("requant", 8, "floor")))
     program = compiled.program
     insns = list(program.insns)
     raw = bytearray(encode_program(insns, program.config))

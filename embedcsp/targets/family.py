@@ -37,6 +37,9 @@ class Family(Protocol):
     name: str  # the `[accelerator] family` of its ISA files
     reference: str  # what `--strategy reference` means on this family, for reports
     forms: tuple  # layout forms besides the packed matrix that its code generator emits
+    # Epilogue names (reference.Epilogue.name: "wrap", "saturate", "requant/floor",
+    # "requant/nearest_even", "int32") its hardware can apply; the first is the default.
+    epilogues: tuple[str, ...]
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """A parsed ISA file to a validated Accelerator; IsaError naming `source` otherwise."""

@@ -417,3 +417,28 @@ def epilogue_readout(epilogue: Mapping[str, Any]) -> tuple[int, bool]:
         raise ValueError("Gemmini's int8 read-out always saturates; the 'wrap' epilogue "
                          "(low 8 bits) is not available")
     raise ValueError(f"unknown epilogue kind {kind!r}; expected saturate, requant or int32")
+
+
+# ---------------------------------------------------------------- whole programs as arrays
+
+def descriptor_words(addr: Any, rows: Any, cols: Any) -> "np.ndarray":
+    """Descriptor registers `rows << 48 | cols << 32 | addr` for arrays of commands (the same
+    layout as `encode`'s, for programs of millions of commands); ValueError if a field does
+    not fit its bits."""
+    import numpy as np
+
+    addr, rows, cols = (np.asarray(v, np.int64) for v in (addr, rows, cols))
+    for name, v, bits in (("addr", addr, 32), ("rows", rows, 16), ("cols", cols, 16)):
+        if v.size and (v.min() < 0 or v.max() >= 1 << bits):
+            raise ValueError(f"descriptor {name} outside 0..{(1 << bits) - 1}")
+    return (rows.astype(np.uint64) << np.uint64(48)) | (cols.astype(np.uint64) << np.uint64(32)) | (
+        addr.astype(np.uint64))
+
+
+def entries_bytes(funct: "np.ndarray", rs1: "np.ndarray", rs2: "np.ndarray") -> bytes:
+    """program.bin of command arrays: per command funct7, rs1, rs2 as little-endian u64."""
+    import numpy as np
+
+    words = np.empty((len(funct), 3), "<u8")
+    words[:, 0], words[:, 1], words[:, 2] = funct, rs1, rs2
+    return words.tobytes()

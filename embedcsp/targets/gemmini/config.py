@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from embedcsp.accelerator import check_keys
+from embedcsp.accelerator import Accelerator, check_keys
 from embedcsp.errors import IsaError
+from embedcsp.pattern import parse_pattern
 
 CONFIG_KEYS = ("DIM", "BANK_NUM", "BANK_ROWS", "ACC_ROWS", "MAX_BYTES", "elem_t", "acc_t")
 
@@ -27,6 +28,14 @@ ACC_TYPES = {"int32": 4}
 # The C header hard-codes this constant on every build; the RTL's DMA width does
 # not change it (docs/gemmini.md section 1).
 FIXED_MAX_BYTES = 64
+
+# The RTL sums inside the array in 20-bit signed registers: 31 products of two int8
+# (31 * 2^14 plus an int8 bias) stay below 2^19, 32 may not (docs/gemmini.md section 6).
+MAX_ARRAY_PRODUCTS = 31
+
+# The instruction embedcsp embeds: one preload/compute pair, C[i,j] += A[i,k] * B[k,j] on a
+# DIM x DIM tile (rows i of A, columns j of B, k the reduction lanes).
+STATEMENT = "c[i,j] += a[i,k] * b[k,j]"
 
 # Local row indices live in bits 25:0 of a local address, and the RTL keeps a
 # "garbage" bit just above the row bits, so a memory may hold at most 2^25 rows.
@@ -138,7 +147,20 @@ class GemminiConfig:
     def acc_addr_bits(self) -> int:
         return self.acc_rows.bit_length() - 1
 
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """The ISA file's table these values come from (Accelerator.description, the digest)."""
+        return {"gemmini_config": self.as_dict()}
+
+    def lane_labels(self) -> dict[str, str]:
+        """Gemmini's names of the instruction's lane classes, for reports."""
+        return {"row": "A rows", "col": "B columns", "red": "reduction rows"}
+
     @property
+    def red_lanes(self) -> int:
+        """Reduction lanes of one compute: DIM, but never more products per output than the
+        RTL's 20-bit in-array partial sums hold (docs/gemmini.md section 6)."""
+        return min(self.DIM, MAX_ARRAY_PRODUCTS)
+
     def tag(self) -> str:
         """A short name for reports: `16x16_i8a32_sp256K_acc64K`."""
         return (f"{self.DIM}x{self.DIM}_i{8 * self.elem_bytes}a{8 * self.acc_bytes}"
@@ -224,3 +246,25 @@ def load_gemmini_config(path: str | Path | None = None) -> GemminiConfig:
     except tomllib.TOMLDecodeError as exc:
         raise IsaError(f"{source}: not valid TOML ({exc})") from None
     return gemmini_config_from_toml(doc, source)
+
+
+def gemmini_accelerator(cfg: GemminiConfig, name: str = "gemmini", source: str = "gemmini") -> Accelerator:
+    """The Accelerator of a Gemmini build: its config and the pattern of one preload/compute
+    pair, `c[i,j] += a[i,k] * b[k,j]` with i, j < DIM and k < red_lanes."""
+    pattern = parse_pattern(STATEMENT, {"i": cfg.DIM, "j": cfg.DIM, "k": cfg.red_lanes})
+    return Accelerator(name=name, family="gemmini", pattern=pattern, config=cfg, source=source)
+
+
+def gemmini_from_dict(doc: Mapping[str, Any], source: str) -> Accelerator:
+    """An ISA file's tables ([accelerator], [gemmini_config]) to an Accelerator. The
+    instruction is fixed by the hardware, so the file has no [intrinsic] table."""
+    unknown = sorted(set(doc) - {"accelerator", "gemmini_config"})
+    if unknown:
+        raise IsaError(f"{source}: unknown section(s) {', '.join(unknown)}; a gemmini ISA file has "
+                       "[accelerator] and [gemmini_config] (its instruction is fixed by the hardware)")
+    cfg = gemmini_config_from_toml(doc, source)
+    head = doc["accelerator"]
+    name = head.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise IsaError(f"{source}: [accelerator] name must be a non-empty string, got {name!r}")
+    return gemmini_accelerator(cfg, name, source)

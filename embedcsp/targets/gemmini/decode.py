@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from embedcsp.targets.gemmini.commands import (
     Command,
     ComputeAccumulated,
@@ -143,3 +145,68 @@ def decode_program(raw: bytes) -> list[Command]:
         except ValueError as exc:
             raise ValueError(f"command {pc}: {exc}") from None
     return out
+
+
+# ---------------------------------------------------------------- whole programs as arrays
+
+# funct7 of the subset, as the specification numbers them (section 2.1), and what each is.
+SUBSET_FUNCTS = {0: "config", 1: "mvin2", 2: "mvin", 3: "mvout", 4: "compute_preloaded",
+                 5: "compute_accumulated", 6: "preload", 7: "flush", 14: "mvin3"}
+
+
+@dataclass(frozen=True, eq=False)
+class Entries:
+    """A program.bin read as three arrays (one entry per command), for programs of millions of
+    commands: the operand words stay packed and `field` takes bit ranges out of many at once.
+    CONFIG and FLUSH entries, which carry more than descriptors, are decoded to records."""
+
+    funct: np.ndarray   # uint8 per command
+    rs1: np.ndarray     # uint64 per command
+    rs2: np.ndarray     # uint64 per command
+    records: dict[int, Command]  # command index -> record, for every CONFIG and FLUSH entry
+
+    def __len__(self) -> int:
+        return len(self.funct)
+
+    def command(self, pc: int) -> Command:
+        """The record of one command (the per-command model's input)."""
+        return decode_command(int(self.funct[pc]), int(self.rs1[pc]), int(self.rs2[pc]))
+
+
+def field(words: np.ndarray, hi: int, lo: int) -> np.ndarray:
+    """words[hi:lo] for a whole array of 64-bit words, as int64."""
+    words = np.asarray(words, np.uint64)
+    mask = np.uint64((1 << (hi - lo + 1)) - 1)
+    return ((words >> np.uint64(lo)) & mask).astype(np.int64)
+
+
+def matrix_fields(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Descriptor registers: (local address [31:0], rows [63:48], cols [47:32]) as int64 arrays."""
+    return field(words, 31, 0), field(words, 63, 48), field(words, 47, 32)
+
+
+def read_entries(raw: bytes | np.ndarray) -> Entries:
+    """A whole program.bin as arrays; ValueError naming the first entry outside the subset."""
+    buf = np.frombuffer(raw, np.uint8) if not isinstance(raw, np.ndarray) else raw.view(np.uint8)
+    if buf.size % ENTRY_BYTES:
+        raise ValueError(f"program is {buf.size} bytes, not a whole number of "
+                         f"{ENTRY_BYTES}-byte commands")
+    words = buf.view("<u8").reshape(-1, 3)
+    funct_word = words[:, 0]
+    known = np.zeros(128, bool)
+    known[list(SUBSET_FUNCTS)] = True
+    ok = (funct_word < 128) & known[np.minimum(funct_word, 127).astype(np.int64)]
+    if not ok.all():
+        pc = int(np.flatnonzero(~ok)[0])
+        try:
+            decode_command(int(words[pc, 0]), int(words[pc, 1]), int(words[pc, 2]))
+        except ValueError as exc:
+            raise ValueError(f"command {pc}: {exc}") from None
+    funct = funct_word.astype(np.uint8)
+    records: dict[int, Command] = {}
+    for pc in np.flatnonzero((funct == 0) | (funct == 7)).tolist():
+        try:
+            records[pc] = decode_command(int(funct[pc]), int(words[pc, 1]), int(words[pc, 2]))
+        except ValueError as exc:
+            raise ValueError(f"command {pc}: {exc}") from None
+    return Entries(funct, words[:, 1], words[:, 2], records)

@@ -34,14 +34,11 @@ from embedcsp.targets.gemmini.commands import (
     Preload,
     kind_of,
 )
-from embedcsp.targets.gemmini.config import GemminiConfig
+from embedcsp.targets.gemmini.config import MAX_ARRAY_PRODUCTS, GemminiConfig
 from embedcsp.targets.gemmini.decode import Local, decode_program, read_local
 
 OS, WS = 0, 1
 RELU = 1
-# The RTL sums inside the array in 20-bit signed registers: 31 products of two int8
-# (31 * 2^14 plus an int8 bias) stay below 2^19, 32 may not (docs/gemmini.md section 6).
-MAX_ARRAY_PRODUCTS = 31
 MAX_SCALE = 2.0**32  # the model rounds through a 64-bit integer
 
 
@@ -501,6 +498,14 @@ def run(cmds: Sequence[Command], dram: np.ndarray, dram_base: int,
     """Execute commands on a copy of the DRAM image; return the final image and counters.
 
     ProgramError for anything the model refuses (docs/gemmini.md section 6)."""
+    m = new_machine(cfg, dram, dram_base)
+    for pc, cmd in enumerate(cmds):
+        m.tally.commands[step(m, pc, cmd)] += 1
+    return finish(m)
+
+
+def new_machine(cfg: GemminiConfig, dram: np.ndarray, dram_base: int) -> _Machine:
+    """A machine with zeroed memories on a copy of the DRAM image (checked)."""
     dram = np.asarray(dram)
     if dram.dtype != np.uint8 or dram.ndim != 1:
         raise ProgramError(f"the DRAM image must be a flat uint8 array, got {dram.dtype} of shape "
@@ -508,29 +513,36 @@ def run(cmds: Sequence[Command], dram: np.ndarray, dram_base: int,
     if isinstance(dram_base, bool) or not isinstance(dram_base, (int, np.integer)) or dram_base <= 0:
         raise ProgramError(f"dram_base must be a positive byte address (an mvin from 0 writes "
                            f"zeros), got {dram_base!r}")
-    m = _Machine(cfg, dram.copy(), int(dram_base))
-    for pc, cmd in enumerate(cmds):
-        try:
-            kind = kind_of(cmd)
-        except KeyError:
-            raise ProgramError(f"command {pc}: {type(cmd).__name__} is not a Gemmini command") from None
-        what = f"command {pc} ({kind})"
-        m.tally.commands[kind] += 1
-        if isinstance(cmd, ConfigEx):
-            m.config_ex(what, cmd)
-        elif isinstance(cmd, ConfigLd):
-            m.config_ld(what, cmd)
-        elif isinstance(cmd, ConfigSt):
-            m.config_st(what, cmd)
-        elif isinstance(cmd, Mvin):
-            m.mvin(what, cmd)
-        elif isinstance(cmd, Mvout):
-            m.mvout(what, cmd)
-        elif isinstance(cmd, Preload):
-            m.preload(what, pc, cmd)
-        elif isinstance(cmd, (ComputePreloaded, ComputeAccumulated)):
-            m.compute(what, cmd)
-        # Flush acts on the TLB only: nothing functional.
+    return _Machine(cfg, dram.copy(), int(dram_base))
+
+
+def step(m: _Machine, pc: int, cmd: Command) -> str:
+    """Execute one command (the per-command definition); its kind."""
+    try:
+        kind = kind_of(cmd)
+    except KeyError:
+        raise ProgramError(f"command {pc}: {type(cmd).__name__} is not a Gemmini command") from None
+    what = f"command {pc} ({kind})"
+    if isinstance(cmd, ConfigEx):
+        m.config_ex(what, cmd)
+    elif isinstance(cmd, ConfigLd):
+        m.config_ld(what, cmd)
+    elif isinstance(cmd, ConfigSt):
+        m.config_st(what, cmd)
+    elif isinstance(cmd, Mvin):
+        m.mvin(what, cmd)
+    elif isinstance(cmd, Mvout):
+        m.mvout(what, cmd)
+    elif isinstance(cmd, Preload):
+        m.preload(what, pc, cmd)
+    elif isinstance(cmd, (ComputePreloaded, ComputeAccumulated)):
+        m.compute(what, cmd)
+    # Flush acts on the TLB only: nothing functional.
+    return kind
+
+
+def finish(m: _Machine) -> tuple[np.ndarray, Counters]:
+    """The end of a run: no preload may be left waiting; the final image and counters."""
     if m.pending is not None:
         raise ProgramError(f"the program ends with the preload of command {m.pending[0]}, which no "
                            "compute consumes")

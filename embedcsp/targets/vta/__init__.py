@@ -32,6 +32,8 @@ class VtaFamily:
         return (DIRECT,)
 
     name = "vta"
+    # STORE keeps an accumulator's low 8 bits; the ALU can shift (arithmetically) and clip first.
+    epilogues = ("wrap", "requant/floor", "saturate")
     reference = "VTA's fixed TVM mapping, solved with the mapping pinned"
 
     def load(self, doc: dict, source: str) -> Accelerator:

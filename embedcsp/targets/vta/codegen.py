@@ -222,9 +222,11 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
             bgn, end = kernels.get(("reset", a0), lambda: [(a0, 0, 0)])
             work.append(GemmInsn(True, bgn, end, rows, cols, dst_factor_out=cols, dst_factor_in=1))
         work += form.gemm(st, a0, i0, w0, kernels)
-        if st.last and epilogue.kind == "requant":
+        if st.last and epilogue.kind in ("requant", "saturate"):
             bgn, end = kernels.get(("alu", a0), lambda: [(a0, a0, 0)])
-            for opcode, imm in ((ALU_SHR, epilogue.shift), (ALU_MIN, 127), (ALU_MAX, -128)):
+            # saturate is the clip alone; requant shifts first (SHR is an arithmetic shift: floor).
+            shift = [(ALU_SHR, epilogue.shift)] if epilogue.kind == "requant" else []
+            for opcode, imm in (*shift, (ALU_MIN, 127), (ALU_MAX, -128)):
                 work.append(AluInsn(opcode, bgn, end, rows, cols, dst_factor_out=cols,
                                     dst_factor_in=1, src_factor_out=cols, src_factor_in=1,
                                     use_imm=True, imm=imm))
