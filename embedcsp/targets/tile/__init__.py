@@ -8,9 +8,24 @@ and one DMA engine.
     model.py     the functional model's own reader of program.bin, and the bit-exact model
     timing.py    the cycle model and the roofline
 
-The compiler seam that plans and emits tile programs lives elsewhere, and the
-registry does not list the family yet; this package only knows the ISA.
+and the compiler seam (docs/tile.md section 10):
+
+    blocked.py   the embedded operator as a blocked product of tiles per operand
+    plan.py      blocks that fit the slot rings, the loop order, the estimate
+    codegen.py   a plan to one array of records (records.py) with waits computed in bulk,
+                 and the DRAM layout
+    image.py     the host side: the DRAM image, corrections for uint8 inputs, outputs read
+                 back, layout.npz
+    build.py     the best program, ranked by the cycle model (fastsim.py, over the arrays)
+    execute.py, batched.py
+                 program.bin run in the model, record by record or in bulk
+    bundle.py, report.py
+                 the family's part of bundles and reports
+
+`FAMILY` is what the registry (embedcsp/targets/registry.py) hands the core.
 """
+
+import numpy as np
 
 from embedcsp.targets.tile.config import (
     DTYPES,
@@ -41,7 +56,121 @@ from embedcsp.targets.tile.program import (
 )
 from embedcsp.targets.tile.timing import Roofline, Timing, roofline, simulate
 
+
+
+class TileFamily:
+    """The stages the core asks of a family, for any instruction a tile ISA file states."""
+
+    name = "tile"
+    reference = "none: the tile family has no reference mapping"
+    forms: tuple = ()
+    # What a Store can write (docs/tile.md section 6); the first, the whole sum, is the default.
+    epilogues = ("int32", "wrap", "saturate")
+    boards = ("generic", "pynq")  # "pynq" is the core's default --board; both mean "no board"
+
+    def load(self, doc: dict, source: str):
+        """An ISA file's five tables to an Accelerator (docs/tile.md section 1)."""
+        return tile_from_dict(doc, source)
+
+    def describe(self, acc) -> list[str]:
+        """Lanes, memories and slots, the DMA width (for `embedcsp isa show`)."""
+        return describe(acc.config)
+
+    def check_board(self, name: str) -> None:
+        """The tile family has no boards: its cycle model counts cycles of the description alone
+        (seconds at a nominal 1 GHz). The core's default board name is accepted as "none"."""
+        from embedcsp.errors import BadInput
+
+        if name not in self.boards:
+            raise BadInput(f"the tile family has no board {name!r}: its cycle model needs only the ISA "
+                           "file (cycles; seconds at a nominal 1 GHz); leave --board out or give 'generic'")
+
+    def reference_pins(self, op):
+        """There is no fixed mapping to compare with on a generic instruction."""
+        from embedcsp.errors import NoEmbedding
+
+        raise NoEmbedding("the tile family has no reference mapping; use --strategy csp")
+
+    def build(self, embedding, options):
+        """(plan, program): the best program for the embedding under the options."""
+        from embedcsp.targets.tile.build import best_program
+
+        return best_program(embedding, options)
+
+    def execute(self, compiled, inputs, progress=None):
+        """(outputs by tensor name, counters): program.bin run in the functional model."""
+        from embedcsp.targets.tile.execute import execute
+
+        return execute(compiled.program, compiled.operator, inputs)
+
+    def cost(self, compiled):
+        """The cycle model's verdict on the program (docs/tile.md section 8)."""
+        from embedcsp.targets.tile.fastsim import simulate_records
+        from embedcsp.targets.tile.report import TileTiming
+
+        t = simulate_records(compiled.program.records, compiled.program.config)
+        return TileTiming(t.cycles, t.busy, t.compute_cycles)
+
+    def roofline(self, compiled):
+        """Every useful MAC at the peak rate; every element the program must read moved once in
+        its operand's type, every output element once as the epilogue writes it."""
+        from embedcsp.targets.tile.plan import store_bytes
+
+        program, op = compiled.program, compiled.operator
+        cfg, layout = program.config, program.layout
+        nbytes = op.output.size * store_bytes(layout.epilogue)
+        for q in cfg.operand_names[:2]:
+            held = np.zeros(op.tensor(layout.tensors[q]).size, bool)
+            index = layout.packed[q]
+            held[index[index >= 0]] = True
+            nbytes += int(held.sum()) * cfg.dtype(q).bytes
+        return roofline(op.macs, nbytes, cfg)
+
+    def program_lines(self, compiled, verification, timing) -> list[str]:
+        from embedcsp.targets.tile.report import program_lines
+
+        return program_lines(compiled, verification, timing)
+
+    def program_fields(self, compiled, verification) -> dict:
+        from embedcsp.targets.tile.report import program_fields
+
+        return program_fields(compiled, verification)
+
+    def bench_columns(self, compiled, verification) -> dict:
+        c = verification.counters
+        return {"gemm_uops": c.insns["compute"], "dram_load_bytes": c.load_bytes,
+                "dram_store_bytes": c.store_bytes, "instructions": len(compiled.program)}
+
+    def bundle_manifest(self, compiled) -> dict:
+        from embedcsp.targets.tile.bundle import manifest_fields
+
+        return manifest_fields(compiled)
+
+    def bundle_files(self, compiled, inputs):
+        from embedcsp.targets.tile.bundle import files
+
+        return files(compiled, inputs)
+
+    def read_bundle_config(self, m):
+        from embedcsp.targets.tile.bundle import read_config
+
+        return read_config(m)
+
+    def read_bundle_program(self, m, file, config, dram_bytes: int):
+        from embedcsp.targets.tile.bundle import read_program
+
+        return read_program(m, file, config, dram_bytes)
+
+    def run_bundle_image(self, bundle, dram, out_dram):
+        from embedcsp.targets.tile.bundle import run_image
+
+        return run_image(bundle, dram, out_dram)
+
+
+FAMILY = TileFamily()
+
 __all__ = [
+    "FAMILY",
     "COMPUTE",
     "DTYPES",
     "EPILOGUES",
