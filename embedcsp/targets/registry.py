@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "embedcsp.targets"
 # The project's own families, as "module:attribute" like any entry point.
 BUILTIN = {
     "vta": "embedcsp.targets.vta:FAMILY",
+    "gemmini": "embedcsp.targets.gemmini:FAMILY",
     "tile": "embedcsp.targets.tile:FAMILY",
 }
 

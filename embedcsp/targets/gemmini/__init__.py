@@ -1,10 +1,27 @@
-"""The Gemmini family's ISA layer (docs/gemmini.md): its configuration, command records and
-their encoding, an independent decoder, and a bit-exact functional model.
+"""The Gemmini family (docs/gemmini.md): Gemmini's systolic array driven by RoCC commands,
+described by the seven gemmini_config values of an ISA file.
 
-The compiler seam that plans and emits Gemmini programs lives elsewhere; this
-package only knows the ISA.
+    config.py      the description, the pattern of one preload/compute pair, the loader
+    commands.py    command records and their encoding (the compiler's writer)
+    decode.py      the functional model's own reader of program.bin (records and arrays)
+    model.py       the bit-exact functional model, one command at a time
+    batch.py       the same model on whole runs of commands (millions of computes)
+    plan.py, codegen.py, build.py
+                   tiling into scratchpad and accumulator, WS/OS code generation, the best program
+    timing.py      the cycle model and the roofline
+    reference.py   the pins of Gemmini's own C library mapping (--strategy reference)
+    bundle.py, report.py
+                   the family's bundle fields and files, its report lines
+
+`FAMILY` is what the registry (embedcsp/targets/registry.py) hands the core.
 """
 
+from __future__ import annotations
+
+import numpy as np
+
+from embedcsp.accelerator import Accelerator
+from embedcsp.progress import SILENT, Progress
 from embedcsp.targets.gemmini.commands import (
     GARBAGE,
     OS,
@@ -34,10 +51,140 @@ from embedcsp.targets.gemmini.config import (
 from embedcsp.targets.gemmini.decode import decode_program
 from embedcsp.targets.gemmini.model import Counters, run, run_program
 
+
+class GemminiFamily:
+    """The stages the core asks of a family, for Gemmini."""
+
+    name = "gemmini"
+    reference = ("Gemmini's C library mapping (rows = M or output pixels, columns = N or output "
+                 "channels, reduction = K or input channels, filter taps as loops), solved pinned")
+    forms: tuple = ()  # only the packed matrix form
+    epilogues = ("saturate", "requant/nearest_even", "int32")
+
+    def load(self, doc: dict, source: str) -> Accelerator:
+        """An ISA file's tables ([accelerator], [gemmini_config]) to an Accelerator."""
+        from embedcsp.targets.gemmini.config import gemmini_from_dict
+
+        return gemmini_from_dict(doc, source)
+
+    def describe(self, acc: Accelerator) -> list[str]:
+        """What the family derives from the description: memories, limits, the instruction."""
+        from embedcsp.targets.gemmini.plan import os_chain
+        from embedcsp.targets.gemmini.timing import BEAT_BYTES, BOARDS
+
+        cfg = acc.config
+        d = cfg.DIM
+        return [
+            f"array      {d}x{d} PEs; one preload/compute pair: C[{d}x{d}] += A[{d}x{cfg.red_lanes}] . "
+            f"B[{cfg.red_lanes}x{d}], {d * d * cfg.red_lanes} MACs",
+            f"scratchpad {cfg.sp_rows} rows of {d} {cfg.elem_t} ({cfg.sp_bytes // 1024} KiB); "
+            f"accumulator {cfg.acc_rows} rows of {d} {cfg.acc_t} ({cfg.acc_capacity_bytes // 1024} KiB)",
+            f"moves      mvin/mvout <= {cfg.max_cols_elem} int8 columns ({cfg.max_block_len} blocks), "
+            f"int32 mvout <= {cfg.max_cols_full_mvout} columns; rows <= {d}",
+            f"limits     20-bit in-array sums: <= 31 products per output; OS chains of "
+            f"{os_chain(cfg)} computes; local rows {cfg.sp_addr_bits}/{cfg.acc_addr_bits} bits",
+            f"epilogues  {', '.join(self.epilogues)}",
+            f"boards     {', '.join(f'{b.name} ({b.clock_mhz:g} MHz)' for b in BOARDS.values())}, "
+            f"DMA {BEAT_BYTES} B/cycle",
+        ]
+
+    def check_board(self, name: str) -> None:
+        from embedcsp.targets.gemmini.timing import board
+
+        board(name)
+
+    def reference_pins(self, op):
+        from embedcsp.targets.gemmini.reference import reference_pins
+
+        return reference_pins(op)
+
+    def build(self, embedding, options):
+        """(plan, program): the best program for the embedding under the options."""
+        from embedcsp.targets.gemmini.build import best_program
+
+        return best_program(embedding, options.epilogue, options.board, options.plan_candidates,
+                            options.double_buffer)
+
+    def execute(self, compiled, inputs: dict[str, np.ndarray], progress: Progress = SILENT):
+        """(outputs by tensor name, counters): program.bin as the hardware reads it, decoded by
+        the model's own reader and run on the DRAM image, outputs read through the maps."""
+        from embedcsp.errors import ProgramError
+        from embedcsp.targets.gemmini.batch import run_entries
+        from embedcsp.targets.gemmini.codegen import dram_image, output_dram, read_output
+        from embedcsp.targets.gemmini.decode import read_entries
+
+        program, op = compiled.program, compiled.operator
+        dram = dram_image(program, inputs)
+        try:
+            entries = read_entries(program.to_bytes())
+        except ValueError as exc:
+            raise ProgramError(f"program.bin: {exc}") from None
+        final, counters = run_entries(entries, dram, program.dram_base, program.config, progress)
+        out = read_output(final, output_dram(program, op.output.shape), program.out_bytes)
+        return {op.output.name: out}, counters
+
+    def cost(self, compiled):
+        from embedcsp.targets.gemmini.timing import board, cost_program
+
+        return cost_program(compiled.program, compiled.plan, board(compiled.options.board))
+
+    def roofline(self, compiled):
+        from embedcsp.targets.gemmini.timing import board, roofline
+
+        return roofline(compiled.operator, compiled.accelerator.config, compiled.program.out_bytes,
+                        board(compiled.options.board))
+
+    def program_lines(self, compiled, verification, timing) -> list[str]:
+        from embedcsp.targets.gemmini.report import program_lines
+
+        return program_lines(compiled, verification, timing)
+
+    def program_fields(self, compiled, verification) -> dict:
+        from embedcsp.targets.gemmini.report import program_fields
+
+        return program_fields(compiled, verification)
+
+    def bench_columns(self, compiled, verification) -> dict:
+        from embedcsp.targets.gemmini.report import bench_columns
+
+        return bench_columns(compiled, verification)
+
+    def bundle_manifest(self, compiled) -> dict:
+        from embedcsp.targets.gemmini.bundle import manifest_fields
+
+        return manifest_fields(compiled)
+
+    def bundle_files(self, compiled, inputs: dict[str, np.ndarray]):
+        from embedcsp.targets.gemmini.bundle import files
+
+        return files(compiled, inputs)
+
+    def read_bundle_config(self, m):
+        from embedcsp.targets.gemmini.bundle import read_config
+
+        return read_config(m)
+
+    def read_bundle_program(self, m, file, config, dram_bytes: int):
+        from embedcsp.targets.gemmini.bundle import read_program
+
+        return read_program(m, file, config, dram_bytes)
+
+    def run_bundle_image(self, bundle, dram: np.ndarray, out_dram: np.ndarray):
+        """(the output through out_dram, counters): a read bundle run on a filled DRAM image."""
+        from embedcsp.targets.gemmini.batch import run_entries
+        from embedcsp.targets.gemmini.codegen import read_output
+
+        final, counters = run_entries(bundle.program.entries, dram, bundle.program.dram_base, bundle.config)
+        out_bytes = 4 if bundle.epilogue.kind == "int32" else 1
+        return read_output(final, out_dram, out_bytes), counters
+
+
+FAMILY = GemminiFamily()
+
 __all__ = [
-    "GARBAGE", "OS", "WS", "Command", "ComputeAccumulated", "ComputePreloaded", "ConfigEx",
-    "ConfigLd", "ConfigSt", "Counters", "Flush", "GemminiConfig", "Mvin", "Mvout", "Preload",
-    "decode_program", "encode", "encode_program", "epilogue_readout", "f32_bits",
+    "FAMILY", "GARBAGE", "OS", "WS", "Command", "ComputeAccumulated", "ComputePreloaded", "ConfigEx",
+    "ConfigLd", "ConfigSt", "Counters", "Flush", "GemminiConfig", "GemminiFamily", "Mvin", "Mvout",
+    "Preload", "decode_program", "encode", "encode_program", "epilogue_readout", "f32_bits",
     "gemmini_config_from_dict", "gemmini_config_from_toml", "load_gemmini_config", "local_addr",
     "run", "run_program",
 ]

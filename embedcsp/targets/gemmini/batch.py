@@ -1,0 +1,365 @@
+"""The functional model on whole runs of commands at once (docs/gemmini.md section 9).
+
+A program of millions of preload/compute pairs cannot run one Python call per
+command. `run_entries` cuts the program (as decode.read_entries read it) into
+maximal runs of one class (configuration, mvins, mvouts, preload/compute
+pairs) and executes each run as a few numpy operations with exactly the
+per-command meaning of model.py: operands gathered for every pair, one batched
+matmul, array state (WS weights, OS accumulators) carried along the run,
+accumulator writes combined in program order (an overwrite resets, accumulates
+add after it), mvin and mvout data moved by fancy indexing.
+
+The batched path only takes runs it can prove well-formed by the same checks
+the model makes (configs set, sizes in range, operands written, 20-bit limits,
+pairing, C rows, DRAM ordering). Anything else, or any run that breaks a rule,
+goes to model.step one command at a time from the same state, which then
+executes or refuses it exactly as `model.run` would. Nothing is mutated before
+a run is accepted, so the fallback starts from the right state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedcsp.errors import ProgramError
+from embedcsp.progress import SILENT, Progress
+from embedcsp.targets.gemmini.commands import KINDS, kind_of
+from embedcsp.targets.gemmini.config import MAX_ARRAY_PRODUCTS, GemminiConfig
+from embedcsp.targets.gemmini.decode import Entries, matrix_fields
+from embedcsp.targets.gemmini.model import (
+    OS,
+    RELU,
+    WS,
+    Counters,
+    _Machine,
+    finish,
+    new_machine,
+    scale_round_saturate,
+    step,
+    wrap_int32,
+)
+
+GARBAGE = 0xFFFFFFFF
+ROW_BITS = 26
+CFG, MVIN, MVOUT, EX = 0, 1, 2, 3
+_CLASS = np.full(128, CFG, np.int8)
+_CLASS[[1, 2, 14]] = MVIN
+_CLASS[3] = MVOUT
+_CLASS[[4, 5, 6]] = EX
+_SLOT = np.zeros(128, np.int64)
+_SLOT[[2, 1, 14]] = [0, 1, 2]
+# Commands per batch: bounds the temporaries (a pair gathers three DIM x DIM tiles).
+PAIRS_PER_BATCH = 8192
+MOVES_PER_BATCH = 4096
+
+
+def run_entries(entries: Entries, dram: np.ndarray, dram_base: int, cfg: GemminiConfig,
+                progress: Progress = SILENT, batched: bool = True) -> tuple[np.ndarray, Counters]:
+    """Execute a decoded program on a copy of `dram`: the final image and counters, exactly as
+    `model.run` on the same commands (ProgramError for anything it refuses)."""
+    m = new_machine(cfg, dram, dram_base)
+    n = len(entries)
+    cls = _CLASS[entries.funct.astype(np.int64)]
+    cuts = np.flatnonzero(np.diff(cls)) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, n]
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        kind = int(cls[s]) if n else CFG
+        size = 2 * PAIRS_PER_BATCH if kind == EX else MOVES_PER_BATCH
+        pos = s
+        while pos < e:
+            hi = min(e, pos + size)
+            done = batched and kind != CFG and _BATCH[kind](m, entries, pos, hi)
+            if not done:
+                for pc in range(pos, hi):
+                    step(m, pc, entries.records.get(pc) or entries.command(pc))
+            pos = hi
+        progress.advance(e, n)
+    _, counters = finish(m)
+    return m.dram, Counters(_kinds(entries), counters.load_bytes, counters.store_bytes, counters.macs)
+
+
+def _kinds(entries: Entries) -> dict[str, int]:
+    """Commands per kind, counted on the arrays (config kinds from their records)."""
+    counts = {k: 0 for k in KINDS}
+    names = {1: "mvin2", 2: "mvin", 3: "mvout", 4: "compute_preloaded", 5: "compute_accumulated",
+             6: "preload", 14: "mvin3"}
+    per = np.bincount(entries.funct.astype(np.int64), minlength=128)
+    for funct, name in names.items():
+        counts[name] = int(per[funct])
+    for cmd in entries.records.values():
+        counts[kind_of(cmd)] += 1
+    return counts
+
+
+# ---------------------------------------------------------------- helpers
+
+def _plain(addr: np.ndarray) -> np.ndarray:
+    """Scratchpad rows with no flag bits (bits 31:26 clear)."""
+    return (addr >> ROW_BITS) == 0
+
+
+def _tiles(m: _Machine, base: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+           absent: np.ndarray | None = None) -> np.ndarray | None:
+    """DIM x DIM scratchpad tiles, element (i, k) = SP[base + i][k] for i < rows, k < cols, zero
+    elsewhere and where `absent` (GARBAGE); None if any of it was never written."""
+    d = m.cfg.DIM
+    r = np.arange(d)
+    row_ok = r[None, :] < rows[:, None]
+    if absent is not None:
+        row_ok &= ~absent[:, None]
+    mask = row_ok[:, :, None] & (r[None, None, :] < cols[:, None, None])
+    where = np.where(row_ok, base[:, None] + r[None, :], 0)
+    if not (m.sp_set[where] | ~mask).all():
+        return None
+    return np.where(mask, m.sp[where], 0).astype(np.int64)
+
+
+def _last_per_target(target: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of every distinct target (program order wins)."""
+    order = np.argsort(target, kind="stable")
+    ts = target[order]
+    last = np.r_[ts[1:] != ts[:-1], True]
+    return order[last]
+
+
+# ---------------------------------------------------------------- preload/compute pairs
+
+def _ex_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
+    cfg, d, ex = m.cfg, m.cfg.DIM, m.ex
+    funct = en.funct[lo:hi]
+    if (hi - lo) % 2 or m.pending is not None or ex.mode is None:
+        return False
+    if ex.a_transpose or ex.b_transpose or ex.a_stride != 1 or ex.c_stride != 1:
+        return False
+    if not ((funct[0::2] == 6).all() and np.isin(funct[1::2], (4, 5)).all()):
+        return False
+    bd, bd_r, bd_c = matrix_fields(en.rs1[lo:hi:2])
+    c, c_r, c_c = matrix_fields(en.rs2[lo:hi:2])
+    a, a_r, a_c = matrix_fields(en.rs1[lo + 1:hi:2])
+    x, x_r, x_c = matrix_fields(en.rs2[lo + 1:hi:2])
+    sizes = np.stack([bd_r, bd_c, c_r, c_c, a_r, a_c, x_r, x_c])
+    if sizes.min() < 1 or sizes.max() > d:
+        return False
+    flip = en.funct[lo + 1:hi:2] == 4
+    bd_g, x_g, c_g = bd == GARBAGE, x == GARBAGE, c == GARBAGE
+    # Operands come from plain scratchpad rows; C goes to the accumulator (flags: accumulate only).
+    if not ((bd_g | _plain(bd)).all() and (x_g | _plain(x)).all() and _plain(a).all()):
+        return False
+    c_acc = (c >> 31) & 1 == 1
+    if not (c_g | (c_acc & ((c >> 26) & 0b1111 == 0))).all():
+        return False
+    c_row, accumulate = c & ((1 << ROW_BITS) - 1), (c >> 30) & 1 == 1
+    if (~flip & ~bd_g).any() or (not flip[0] and m.pe_mode != ex.mode):
+        return False
+    sp_rows, acc_rows = cfg.sp_rows, cfg.acc_rows
+    if ((a + a_r > sp_rows).any() or (~bd_g & (bd + bd_r > sp_rows)).any()
+            or (~x_g & (x + x_r > sp_rows)).any() or (~c_g & (c_row + c_r > acc_rows)).any()):
+        return False
+    if (~c_g & (c_r > a_r)).any():
+        return False
+    chain = np.cumsum(flip)  # 0: pairs that continue the array state from before the batch
+    mode = ex.mode
+    if mode == WS:
+        w_rows = np.r_[m.w_rows, np.where(bd_g, 0, bd_r)[flip]][chain]
+        w_cols = np.r_[m.w_cols, np.where(bd_g, 0, bd_c)[flip]][chain]
+        products = np.minimum(a_c, w_rows)
+        if products.max() > MAX_ARRAY_PRODUCTS:
+            return False
+        macs = int((a_r * products * w_cols).sum())
+    else:
+        if (~c_g).any() and ex.shift:
+            return False
+        products = np.where(x_g, 0, np.minimum(a_c, x_r))
+        first = np.flatnonzero(flip)
+        start = np.r_[0, first][chain]  # index of the pair that opened each pair's chain
+        csum = np.r_[0, np.cumsum(products)]
+        before = np.where(chain == 0, m.chain_products, 0)
+        total = before + csum[1:] - csum[start]
+        if total.max() > MAX_ARRAY_PRODUCTS:
+            return False
+        wrote = np.r_[0, np.cumsum(~c_g)]
+        closed_before = (wrote[:-1] - wrote[start]) > 0
+        closed_before |= (chain == 0) & m.chain_closed
+        if (~flip & closed_before).any():
+            return False
+        macs = int((a_r * products * x_c).sum())
+    am = _tiles(m, a, a_r, a_c)
+    if am is None:
+        return False
+    if mode == WS:
+        wf = _tiles(m, bd[flip], bd_r[flip], bd_c[flip], bd_g[flip])
+        dv = _tiles(m, x, x_r, x_c, x_g) if (~x_g).any() else 0
+        if wf is None or dv is None:
+            return False
+        weights = np.concatenate([m.pe[None].astype(np.int64), wf]).astype(np.float32)
+        # |sums| stay below 31 * 2^14 < 2^24, so float32 products and sums are exact.
+        out = np.rint(np.matmul(am.astype(np.float32), weights[chain])).astype(np.int64)
+        out = wrap_int32(out + dv)
+    else:
+        bv = _tiles(m, x, x_r, x_c, x_g)
+        dstart = _tiles(m, bd[flip], bd_r[flip], bd_c[flip], bd_g[flip])
+        if bv is None or dstart is None:
+            return False
+        prod = np.rint(np.matmul(am.astype(np.float32), bv.astype(np.float32))).astype(np.int64)
+        prefix = np.concatenate([np.zeros((1, d, d), np.int64), np.cumsum(prod, axis=0)])
+        opened = np.concatenate([m.pe[None].astype(np.int64), dstart])
+        out = wrap_int32(opened[chain] + prefix[1:] - prefix[start])
+    if not _write_acc(m, out, c_g, c_row, c_r, c_c, accumulate):
+        return False
+    # The array state the next command sees.
+    m.pe = out[-1].copy() if mode == OS else (wf[-1].copy() if flip.any() else m.pe)
+    m.pe_mode = mode
+    if mode == WS and flip.any():
+        m.w_rows, m.w_cols = int(w_rows[-1]), int(w_cols[-1])
+    if mode == OS:
+        m.chain_products = int(total[-1])
+        m.chain_closed = bool(closed_before[-1] or not c_g[-1])
+    m.tally.macs += macs
+    return True
+
+
+def _write_acc(m: _Machine, out: np.ndarray, c_g, c_row, c_r, c_c, accumulate) -> bool:
+    """Every pair's C block into the accumulator in program order: for each element the last
+    overwrite in the batch (or the old value) plus every accumulation after it."""
+    d = m.cfg.DIM
+    keep = ~c_g
+    if not keep.any():
+        return True
+    out, c_row, c_r, c_c, accumulate = out[keep], c_row[keep], c_r[keep], c_c[keep], accumulate[keep]
+    r = np.arange(d)
+    mask = (r[None, :, None] < c_r[:, None, None]) & (r[None, None, :] < c_c[:, None, None])
+    target = ((c_row[:, None, None] + r[None, :, None]) * d + r[None, None, :])
+    target = np.broadcast_to(target, mask.shape)[mask]
+    value = out[mask]
+    acc_flag = np.broadcast_to(accumulate[:, None, None], mask.shape)[mask]
+    order = np.argsort(target, kind="stable")
+    ts, vs, fs = target[order], value[order], acc_flag[order]
+    head = np.r_[True, ts[1:] != ts[:-1]]
+    starts = np.flatnonzero(head)
+    ends = np.r_[starts[1:], len(ts)] - 1
+    acc_flat, set_flat = m.acc.reshape(-1), m.acc_set.reshape(-1)
+    if (fs[starts] & ~set_flat[ts[starts]]).any():
+        return False  # accumulates onto an element nothing wrote
+    pos = np.arange(len(ts))
+    last_over = np.maximum.accumulate(np.where(fs, -1, pos))
+    reset = last_over[ends]
+    has_over = reset >= starts
+    csum = np.r_[0, np.cumsum(vs)]
+    from_reset = csum[ends + 1] - csum[np.where(has_over, reset, starts)]
+    old = acc_flat[ts[starts]].astype(np.int64)
+    final = np.where(has_over, from_reset, old + from_reset)
+    acc_flat[ts[starts]] = wrap_int32(final)
+    set_flat[ts[starts]] = True
+    return True
+
+
+# ---------------------------------------------------------------- mvin and mvout
+
+def _mvin_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
+    cfg, d = m.cfg, m.cfg.DIM
+    addr, rows, cols = matrix_fields(en.rs2[lo:hi])
+    dram_addr = en.rs1[lo:hi].astype(np.int64)
+    slot = _SLOT[en.funct[lo:hi].astype(np.int64)]
+    if not _plain(addr).all() or (en.rs1[lo:hi] == 0).any() or (en.rs1[lo:hi] >= 1 << 62).any():
+        return False  # accumulator destinations and zero-fills take the per-command path
+    used = np.unique(slot).tolist()
+    if any(m.ld[k] is None for k in used):
+        return False
+    stride = np.array([m.ld[k].stride if m.ld[k] else 0 for k in range(3)], np.int64)[slot]
+    block = np.array([m.ld[k].block_stride if m.ld[k] else 0 for k in range(3)], np.int64)[slot]
+    scale = np.array([m.ld[k].scale if m.ld[k] else 1.0 for k in range(3)], np.float32)[slot]
+    if (stride >= 1 << 40).any() or rows.min() < 1 or rows.max() > d or cols.min() < 1:
+        return False
+    if cols.max() * cfg.elem_bytes > cfg.MAX_BYTES or (block < rows).any():
+        return False
+    width = int(cols.max())
+    r = np.arange(d)[None, :, None]
+    k = np.arange(width)[None, None, :]
+    mask = (r < rows[:, None, None]) & (k < cols[:, None, None])
+    sp_row = addr[:, None, None] + r + (k // d) * block[:, None, None]
+    if (mask & (sp_row >= cfg.sp_rows)).any():
+        return False
+    first = dram_addr - m.base
+    last = first + (rows - 1) * stride + cols * cfg.elem_bytes
+    if (first < 0).any() or (last > len(m.dram)).any():
+        return False
+    idx = (first[:, None, None] + r * stride[:, None, None] + k)[mask]
+    if m.dram_written[idx].any():
+        return False
+    target = (sp_row * d + k % d)[mask]
+    raw = m.dram[idx].view(np.int8)
+    sc = np.broadcast_to(scale[:, None, None], mask.shape)[mask]
+    if (sc == 1.0).all():
+        values = raw
+    else:
+        y = raw.astype(np.float32) * sc
+        values = np.clip(np.rint(y), cfg.elem_min, cfg.elem_max).astype(np.int8)
+    pick = _last_per_target(target)
+    m.sp.reshape(-1)[target[pick]] = values[pick]
+    m.sp_set.reshape(-1)[target[pick]] = True
+    m.dram_read[idx] = True
+    m.tally.load_bytes += int(idx.size)
+    return True
+
+
+def _mvout_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
+    cfg, d, st = m.cfg, m.cfg.DIM, m.st
+    if st is None:
+        return False
+    addr, rows, cols = matrix_fields(en.rs2[lo:hi])
+    if (addr == GARBAGE).any() or (en.rs1[lo:hi] >= 1 << 62).any():
+        return False
+    acc = (addr >> 31) & 1 == 1
+    full = (addr >> 29) & 1 == 1
+    if ((addr >> 26) & 0b10111 != 0).any() or (full & ~acc).any():
+        return False  # accumulate or normalisation bits: the per-command path names them
+    if len(np.unique(acc)) != 1 or len(np.unique(full)) != 1:
+        return False
+    acc, full = bool(acc[0]), bool(full[0])
+    esz = cfg.acc_bytes if full else cfg.elem_bytes
+    limit = cfg.max_cols_full_mvout if full else cfg.max_cols_elem
+    if rows.min() < 1 or rows.max() > d or cols.min() < 1 or cols.max() > limit:
+        return False
+    if ((rows > 1) & (st.stride < cols * esz)).any():
+        return False
+    if acc and not full and st.act == RELU and st.scale < 0:
+        return False
+    base_row = addr & ((1 << ROW_BITS) - 1)
+    width = int(cols.max())
+    i = np.arange(d)[None, :, None]
+    j = np.arange(width)[None, None, :]
+    mask = (i < rows[:, None, None]) & (j < cols[:, None, None])
+    local = base_row[:, None, None] + (j // d) * d + i
+    limit_rows = cfg.acc_rows if acc else cfg.sp_rows
+    if (mask & (local >= limit_rows)).any():
+        return False
+    local, col = local[mask], np.broadcast_to(j % d, mask.shape)[mask]
+    memory, written = (m.acc, m.acc_set) if acc else (m.sp, m.sp_set)
+    if not written[local, col].all():
+        return False
+    first = en.rs1[lo:hi].astype(np.int64) - m.base
+    last = first + (rows - 1) * st.stride + cols * esz
+    if (first < 0).any() or (last > len(m.dram)).any():
+        return False
+    start = (first[:, None, None] + i * st.stride + j * esz)[mask]
+    idx = (start[:, None] + np.arange(esz)[None, :]).reshape(-1)
+    if m.dram_read[idx].any() or len(np.unique(idx)) != idx.size:
+        return False  # ordering against mvins, or two mvouts of one batch on one byte
+    if not acc:
+        out = memory[local, col].view(np.uint8)
+    elif full:
+        out = memory[local, col].astype("<i4").view(np.uint8)
+    else:
+        y = scale_round_saturate(memory[local, col], st.scale, cfg.elem_min, cfg.elem_max)
+        if st.act == RELU:
+            y = np.maximum(y, 0)
+        out = y.astype(np.int8).view(np.uint8)
+    m.dram[idx] = out.reshape(-1)
+    m.dram_written[idx] = True
+    m.tally.store_bytes += int(idx.size)
+    return True
+
+
+_BATCH = {MVIN: _mvin_batch, MVOUT: _mvout_batch, EX: _ex_batch}
+
+__all__ = ["run_entries", "OS", "WS", "ProgramError"]

@@ -1,0 +1,74 @@
+"""From an embedding to Gemmini's best program: every tiling that fits, ranked by a closed-form
+estimate; the best few generated and ranked by the cycle model (the family's `build`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from embedcsp.embedding import Embedding
+from embedcsp.errors import BadInput
+from embedcsp.reference import Epilogue
+from embedcsp.targets.gemmini.codegen import Program, element_maps, generate
+from embedcsp.targets.gemmini.plan import OS, WS, Plan, tilings
+from embedcsp.targets.gemmini.timing import BEAT_BYTES, WS_REUSE_MIN_ROWS, Board, board, cost_program
+
+EPILOGUES = ("saturate", "requant/nearest_even", "int32")
+# Candidates beyond the first are generated only while programs stay this small; the largest
+# GEMMs take seconds per program, and the estimate's first choice is then kept.
+RERANK_MAX_COMMANDS = 3_000_000
+
+
+def out_bytes_of(epilogue: Epilogue) -> int:
+    if epilogue.name not in EPILOGUES:
+        raise BadInput(f"Gemmini cannot apply the {epilogue.name} epilogue; it offers "
+                       f"{', '.join(EPILOGUES)}")
+    return 4 if epilogue.kind == "int32" else 1
+
+
+def estimate(plan: Plan) -> tuple[int, int]:
+    """(cycles, commands) under a closed-form overlap model: loads, computes and stores in
+    cycles (reloads counted by the loop order), overlapped when double-buffered."""
+    cfg, t = plan.config, plan.tiling
+    nr, nc, nl = plan.tiles
+    rows, cols, reds = plan.rows, plan.cols, plan.reds
+    a_bytes, b_bytes = rows.total * reds.total, reds.total * cols.total
+    if t.outer == "row":
+        a_loads = 1 if nl == 1 else nc
+        b_loads = 1 if nc == 1 and nl == 1 else nr
+    else:
+        b_loads = 1 if nl == 1 else nr
+        a_loads = 1 if nr == 1 and nl == 1 else nc
+    load = (a_bytes * a_loads + b_bytes * b_loads) // BEAT_BYTES + rows.n * reds.n * a_loads
+    store = rows.total * cols.total * plan.out_bytes // BEAT_BYTES
+    pairs = rows.n * cols.n * reds.n
+    if t.dataflow == WS:
+        flips = cols.n * reds.n * nr
+        reuse_rows = int(sum(max(int(v), WS_REUSE_MIN_ROWS) for v in rows.valid)) * cols.n * reds.n
+        ex = flips * cfg.DIM + reuse_rows - flips * WS_REUSE_MIN_ROWS
+    else:
+        ex = pairs * cfg.DIM
+    commands = 2 * pairs + rows.n * reds.n * a_loads + reds.n * cols.n * b_loads // 2 + rows.n * cols.n
+    body = max(load, ex, store) if t.slots > 1 else load + ex + store
+    steps = nr * nc * nl
+    return max(body, load + store, commands) + steps * cfg.DIM, commands
+
+
+def best_program(embedding: Embedding, epilogue: Epilogue, board_name: str, candidates: int = 4,
+                 double_buffer: bool = True, dataflows: tuple[str, ...] = (WS, OS)) -> tuple[Plan, Program]:
+    """The best plan and its program: the estimate's best few, generated and costed."""
+    b: Board = board(board_name)
+    plans = tilings(embedding, out_bytes_of(epilogue), double_buffer, dataflows)
+    scored = sorted(plans, key=lambda p: (estimate(p), p.tiling.dataflow != WS, -p.tiling.rows * p.tiling.cols))
+    maps = element_maps(scored[0])
+    best = None
+    for plan in scored[:max(1, candidates)]:
+        if best is not None and estimate(plan)[1] > RERANK_MAX_COMMANDS:
+            continue
+        program = generate(plan, epilogue, maps)
+        cycles = cost_program(program, plan, b).cycles
+        if best is None or cycles < best[0]:
+            best = (cycles, plan, program)
+        if estimate(plan)[1] > RERANK_MAX_COMMANDS:
+            break
+    cycles, plan, program = best
+    return replace(plan, estimated_cycles=cycles), program
