@@ -78,7 +78,10 @@ def decode_arrays(program: bytes, cfg: TileConfig) -> dict[str, np.ndarray]:
     bad |= moves & ((valid != 0) & beyond).any(1)
     if bad.any():
         pc = int(np.argmax(bad))
-        model.decode_record(bytes(raw[pc]), cfg)  # raises the reader's own words
+        try:
+            model.decode_record(bytes(raw[pc]), cfg)  # the reader's own words
+        except ValueError as exc:
+            raise ValueError(f"record {pc}: {exc}") from None
         raise ValueError(f"record {pc}: not a valid record")  # pragma: no cover - both agree
     return {"opcode": opcode, "queue": _QUEUE[opcode], "operand": operand, "flags": flags,
             "rank": rank, "after": after, "w16": _u(raw, 16, 4), "w20": _u(raw, 20, 4),
@@ -290,19 +293,28 @@ def _matmul_plan(cfg: TileConfig):
             tuple(ext[x] for x in o_dims), o_perm)
 
 
-def contract(cfg: TileConfig, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The statement over stacks of tiles, [n, *tile] each, exactly, as int64."""
+def bound_of(cfg: TileConfig, a: np.ndarray, b: np.ndarray) -> int:
+    """The largest |sum| one instruction can produce on these tiles."""
+    amax = max(abs(int(a.max())), abs(int(a.min()))) if a.size else 0
+    bmax = max(abs(int(b.max())), abs(int(b.min()))) if b.size else 0
+    red = math.prod(e for d, e in cfg.pattern.lanes if cfg.lane_kind(d) == "reduction")
+    return amax * bmax * red
+
+
+def contract(cfg: TileConfig, a: np.ndarray, b: np.ndarray, bound: int | None = None) -> np.ndarray:
+    """The statement over stacks of tiles, [n, *tile] each, exactly, as int64; `bound` is
+    bound_of these tiles or of any stacks they come from."""
     n = len(a)
     if n == 0:
         return np.zeros((0, *cfg.tile_shape(cfg.operand_names[2])), np.int64)
-    amax = int(np.abs(a).max(initial=0))
-    bmax = int(np.abs(b).max(initial=0))
-    red = math.prod(e for d, e in cfg.pattern.lanes if cfg.lane_kind(d) == "reduction")
-    if amax * bmax * red >= 1 << 53:
+    bound = bound_of(cfg, a, b) if bound is None else bound
+    if bound >= 1 << 53:
         return cfg.pattern.contract(a.astype(np.int64), b.astype(np.int64), "z", "z", "z")
+    # Every partial sum is an integer below the float type's exact range, so BLAS is exact.
+    ftype = np.float32 if bound < 1 << 24 else np.float64
     a_perm, a_shape, b_perm, b_shape, o_shape, o_perm = _matmul_plan(cfg)
-    am = a.transpose(0, *(1 + i for i in a_perm)).reshape(n, *a_shape).astype(np.float64)
-    bm = b.transpose(0, *(1 + i for i in b_perm)).reshape(n, *b_shape).astype(np.float64)
+    am = a.transpose(0, *(1 + i for i in a_perm)).reshape(n, *a_shape).astype(ftype)
+    bm = b.transpose(0, *(1 + i for i in b_perm)).reshape(n, *b_shape).astype(ftype)
     r = np.matmul(am, bm).reshape(n, *o_shape)
     return r.transpose(0, *(1 + i for i in o_perm)).astype(np.int64)
 
@@ -411,9 +423,12 @@ def _run(d, dram: np.ndarray, cfg: TileConfig) -> tuple[np.ndarray, Counters]:
     a_row = load_row[src["a"]]
     b_row = load_row[src["b"]]
     lead = (-1, *([1] * len(out_shape)))
+    bound = bound_of(cfg, tiles[0], tiles[1])
     for lo in range(0, n_comp, step):
         rows = perm[lo:lo + step]
-        p = wrap(contract(cfg, tiles[0][a_row[rows]], tiles[1][b_row[rows]]), o_dt)
+        p = contract(cfg, tiles[0][a_row[rows]], tiles[1][b_row[rows]], bound)
+        if bound > min(o_dt.hi, -o_dt.lo):
+            p = wrap(p, o_dt)  # else every product already is its wrapped value
         cid = chain_of[rows]
         cs = np.cumsum(p, axis=0)
         first = np.r_[True, cid[1:] != cid[:-1]]

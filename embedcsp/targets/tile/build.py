@@ -42,7 +42,7 @@ def best_program(embedding: Embedding, options) -> tuple[Plan, Program]:
     store = check_epilogue(cfg, options.epilogue)
     b = blocked(embedding)
     bias = needs_bias(cfg)
-    plans = candidate_plans(b, bias, store, options.double_buffer, max(1, options.plan_candidates))
+    plans = candidate_plans(b, bias, store, max(1, options.plan_candidates))
     layout: Layout = make_layout(b, store, bias)
     best = None
     for plan in plans:

@@ -93,11 +93,14 @@ def estimate(plan: Plan) -> int:
     compute = cfg.ii * b.instances
     fill = sum(plan.block_tiles(q) * cost[q] for q in (a_name, b_name))
     drain = plan.block_tiles(o_name) * store
+    # A ring of one block still overlaps, tile by tile, but each new block waits for slots
+    # the current one frees: about half a block's transfer time per change of block.
     serial = 0
-    if min(plan.depth(a_name), plan.depth(b_name)) < 2:
-        serial += loads
+    for q in (a_name, b_name):
+        if plan.depth(q) < 2:
+            serial += plan.tile_loads(q) * cost[q] // 2
     if plan.depth(o_name) < 2:
-        serial += stores
+        serial += stores // 2
     return int(max(compute, loads + stores) + fill + drain + serial)
 
 
@@ -116,9 +119,12 @@ def candidate_sizes(n: int, cap: int) -> list[int]:
     return sorted(out)
 
 
-def candidate_plans(b: Blocked, bias: bool, epilogue: str, double_buffer: bool = True,
-                    count: int = 8) -> list[Plan]:
-    """The `count` best tilings by the estimate, best first; NoEmbedding if no block fits."""
+def candidate_plans(b: Blocked, bias: bool, epilogue: str, count: int = 8) -> list[Plan]:
+    """The `count` best tilings by the estimate, best first; NoEmbedding if no block fits.
+
+    Every memory is one ring of slots, so there is no separate double-buffering switch:
+    a block that fits the ring twice is double-buffered, one that fills it overlaps tile by
+    tile (the estimate charges it)."""
     cfg = b.cfg
     slots = {q: cfg.slots(q) for q in cfg.operand_names}
     classes = b.classes
@@ -133,10 +139,6 @@ def candidate_plans(b: Blocked, bias: bool, epilogue: str, double_buffer: bool =
         sz = dict(block)
         need = {q: math.prod(sz[c] for c in axes) for q, axes in b.axes}
         if any(need[q] > slots[q] for q in need):
-            continue
-        if double_buffer and any(2 * need[q] > slots[q] for q in need) and \
-                not all(t == 1 for t in combo):
-            # Prefer rings of two blocks; a single-tile block is kept as the fallback.
             continue
         seen = set()
         for order in orders:
