@@ -201,9 +201,12 @@ def _ex_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
         if bv is None or dstart is None:
             return False
         prod = np.rint(np.matmul(am.astype(np.float32), bv.astype(np.float32))).astype(np.int64)
-        prefix = np.concatenate([np.zeros((1, d, d), np.int64), np.cumsum(prod, axis=0)])
-        opened = np.concatenate([m.pe[None].astype(np.int64), dstart])
-        out = wrap_int32(opened[chain] + prefix[1:] - prefix[start])
+        if flip.all():  # chains of one compute: nothing to sum along the batch
+            out = wrap_int32(dstart + prod)
+        else:
+            prefix = np.concatenate([np.zeros((1, d, d), np.int64), np.cumsum(prod, axis=0)])
+            opened = np.concatenate([m.pe[None].astype(np.int64), dstart])
+            out = wrap_int32(opened[chain] + prefix[1:] - prefix[start])
     if not _write_acc(m, out, c_g, c_row, c_r, c_c, accumulate):
         return False
     # The array state the next command sees.
@@ -226,6 +229,9 @@ def _write_acc(m: _Machine, out: np.ndarray, c_g, c_row, c_r, c_c, accumulate) -
     if not keep.any():
         return True
     out, c_row, c_r, c_c, accumulate = out[keep], c_row[keep], c_r[keep], c_c[keep], accumulate[keep]
+    done = _write_blocks(m, out, c_row, c_r, c_c, accumulate)
+    if done is not None:
+        return done
     r = np.arange(d)
     mask = (r[None, :, None] < c_r[:, None, None]) & (r[None, None, :] < c_c[:, None, None])
     target = ((c_row[:, None, None] + r[None, :, None]) * d + r[None, None, :])
@@ -250,6 +256,43 @@ def _write_acc(m: _Machine, out: np.ndarray, c_g, c_row, c_r, c_c, accumulate) -
     final = np.where(has_over, from_reset, old + from_reset)
     acc_flat[ts[starts]] = wrap_int32(final)
     set_flat[ts[starts]] = True
+    return True
+
+
+def _write_blocks(m: _Machine, out, c_row, c_r, c_c, accumulate) -> bool | None:
+    """The common case of `_write_acc` at block granularity: every C block that starts on one
+    accumulator row has the same shape, and blocks starting on different rows do not overlap.
+    Then each block is combined with the blocks on the same row alone. None: not this case."""
+    d = m.cfg.DIM
+    order = np.argsort(c_row, kind="stable")
+    rs, hr, hc = c_row[order], c_r[order], c_c[order]
+    head = np.r_[True, rs[1:] != rs[:-1]]
+    starts = np.flatnonzero(head)
+    ends = np.r_[starts[1:], len(rs)] - 1
+    group = np.cumsum(head) - 1
+    if (hr != hr[starts][group]).any() or (hc != hc[starts][group]).any():
+        return None
+    if (rs[starts][:-1] + hr[starts][:-1] > rs[starts][1:]).any():
+        return None
+    fs = accumulate[order]
+    pos = np.arange(len(rs))
+    last_over = np.maximum.accumulate(np.where(fs, -1, pos))[ends]
+    has_over = last_over >= starts
+    csum = np.concatenate([np.zeros((1, d, d), np.int64), np.cumsum(out[order], axis=0)])
+    from_reset = csum[ends + 1] - csum[np.where(has_over, last_over, starts)]
+    r = np.arange(d)
+    rows_of = rs[starts][:, None] + r[None, :]                       # [groups, d]
+    mask = (r[None, :, None] < hr[starts][:, None, None]) & (r[None, None, :] < hc[starts][:, None, None])
+    where = np.where(mask.any(2), rows_of, 0)
+    old_set = m.acc_set[where] | ~mask
+    if (fs[starts][:, None, None] & ~old_set).any():
+        return False  # accumulates onto an element nothing wrote
+    old = m.acc[where].astype(np.int64)
+    final = wrap_int32(np.where(has_over[:, None, None], from_reset, old + from_reset))
+    rr = np.broadcast_to(where[:, :, None], mask.shape)[mask]
+    cc = np.broadcast_to(r[None, None, :], mask.shape)[mask]
+    m.acc[rr, cc] = final[mask]
+    m.acc_set[rr, cc] = True
     return True
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput
 from embedcsp.reference import Epilogue
@@ -43,8 +45,9 @@ def estimate(plan: Plan) -> tuple[int, int]:
     pairs = rows.n * cols.n * reds.n
     if t.dataflow == WS:
         flips = cols.n * reds.n * nr
-        reuse_rows = int(sum(max(int(v), WS_REUSE_MIN_ROWS) for v in rows.valid)) * cols.n * reds.n
-        ex = flips * cfg.DIM + reuse_rows - flips * WS_REUSE_MIN_ROWS
+        per_row = np.maximum(rows.valid, WS_REUSE_MIN_ROWS)
+        streamed = int(per_row.sum()) * cols.n * reds.n  # every compute streaming its rows
+        ex = streamed + int(flips * (cfg.DIM - per_row.mean()))  # a new B always takes DIM
     else:
         ex = pairs * cfg.DIM
     commands = 2 * pairs + rows.n * reds.n * a_loads + reds.n * cols.n * b_loads // 2 + rows.n * cols.n
@@ -66,7 +69,8 @@ def best_program(embedding: Embedding, epilogue: Epilogue, board_name: str, cand
             continue
         program = generate(plan, epilogue, maps)
         cycles = cost_program(program, plan, b).cycles
-        if best is None or cycles < best[0]:
+        # Ties go to weight-stationary, the dataflow of Gemmini's own library.
+        if best is None or (cycles, plan.tiling.dataflow != WS) < (best[0], best[1].tiling.dataflow != WS):
             best = (cycles, plan, program)
         if estimate(plan)[1] > RERANK_MAX_COMMANDS:
             break
