@@ -268,3 +268,18 @@ def test_outputs_match_the_ground_truth_directly():
     got, _ = FAMILY.execute(c, inputs, None)
     np.testing.assert_array_equal(got["out"], reference_output(op, inputs, c.options.epilogue))
     assert replace(c.options, seed=1).epilogue.kind == "saturate"
+
+
+def test_a_transfer_outside_dram_bin_is_refused(tmp_path):
+    o = solve_and_verify(gemm(8, 8, 8), acc("tile_mma_16x8x16"), Options(), seed=1)
+    write_bundle(tmp_path, o.compiled, o.inputs, 1, o.verification, o.transforms)
+    raw = (tmp_path / "program.bin").read_bytes()
+    (tmp_path / "program.bin").write_bytes(_edit(raw, 0, 24, 1 << 40, 8))  # record 0 is a load
+    with pytest.raises(BadInput, match="record 0 moves dram.bin bytes"):
+        read_bundle(tmp_path)
+    (tmp_path / "program.bin").write_bytes(raw)
+    from embedcsp.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path), "--seed", "3"])
+    assert result.exit_code == 0 and "verified" in result.output

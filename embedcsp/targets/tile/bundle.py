@@ -17,6 +17,7 @@ from the int8 values found there (`run_image`), as the host would.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,17 @@ def read_config(m) -> TileConfig:
     return cfg
 
 
-def read_program(m, file: Path, cfg: TileConfig, dram_bytes: int) -> bytes:
+@dataclass(frozen=True, eq=False)
+class BundleProgram:
+    """program.bin as read from a bundle, every record checked by the model's reader."""
+
+    raw: bytes
+
+    def __len__(self) -> int:
+        return len(self.raw) // RECORD
+
+
+def read_program(m, file: Path, cfg: TileConfig, dram_bytes: int) -> BundleProgram:
     """program.bin, whole records, as many as insn_count, decodable by the model's reader."""
     count = m.int_(m.doc, "insn_count", "insn_count", 1)
     size = file.stat().st_size
@@ -85,13 +96,20 @@ def read_program(m, file: Path, cfg: TileConfig, dram_bytes: int) -> bytes:
         raw = file.read_bytes()
     except OSError as exc:
         raise BadInput(f"{file}: cannot read it ({exc.strerror or exc})") from None
-    from embedcsp.targets.tile.batched import decode_arrays
+    from embedcsp.targets.tile.batched import _esz, _spans, decode_arrays
 
     try:
-        decode_arrays(raw, cfg)  # the model's checks of every record, in bulk
+        d = decode_arrays(raw, cfg)  # the model's checks of every record, in bulk
     except ValueError as exc:
         raise BadInput(f"{file}: {exc}") from None
-    return raw
+    moves = np.flatnonzero(d["queue"] != 1)
+    lo, hi, live = _spans(d, moves, _esz(d, cfg, moves))
+    outside = live & ((lo < 0) | (hi > dram_bytes))
+    if outside.any():
+        k = int(np.argmax(outside))
+        raise BadInput(f"{file}: record {int(moves[k])} moves dram.bin bytes [{int(lo[k])}, {int(hi[k])}), "
+                       f"outside its {dram_bytes} bytes")
+    return BundleProgram(raw)
 
 
 def _layout(bundle) -> Layout:
@@ -153,5 +171,5 @@ def run_image(bundle, dram: np.ndarray, out_dram: np.ndarray):
     for name, r in layout.regions.items():
         if name != layout.config.operand_names[2]:
             image[r.offset:r.offset + r.size] = rebuilt[r.offset:r.offset + r.size]
-    final, counters = run_binary(bundle.program, image, layout.config)
+    final, counters = run_binary(bundle.program.raw, image, layout.config)
     return read_output(final, out_dram, layout.epilogue), counters
