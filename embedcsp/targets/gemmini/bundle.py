@@ -25,6 +25,9 @@ class BundleProgram:
     entries: Entries
     dram_base: int
 
+    def __len__(self) -> int:
+        return len(self.entries)
+
 
 def manifest_fields(compiled) -> dict:
     """The manifest keys only a Gemmini bundle has."""

@@ -56,7 +56,7 @@ from embedcsp.targets.gemmini.commands import (
     epilogue_readout,
 )
 from embedcsp.targets.gemmini.config import GemminiConfig
-from embedcsp.targets.gemmini.plan import WS, Axis, Plan
+from embedcsp.targets.gemmini.plan import WS, Axis, Plan, fits
 
 DRAM_BASE = 4096  # main-memory address of dram.bin's first byte (docs/gemmini.md section 7)
 PAGE = 4096       # regions start on page boundaries
@@ -167,6 +167,8 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     d = cfg.DIM
     pattern = emb.accelerator.pattern
     a_name, b_name, c_name = pattern.inputs[0].name, pattern.inputs[1].name, pattern.output.name
+    if not fits(cfg, t.rows, t.cols, t.reds, t.slots):
+        raise ValueError(f"tiling {t} does not fit this Gemmini's scratchpad and accumulator")
     maps = maps if maps is not None else element_maps(plan)
     try:
         scale_bits, full = epilogue_readout(epilogue.manifest())

@@ -51,6 +51,11 @@ class Counters:
     store_bytes: int  # DRAM bytes written by mvouts
     macs: int         # products a compute can make non-zero: A rows x reduction x output columns
 
+    @property
+    def gemm_uops(self) -> int:
+        """Instruction instances executed (the core's name for them): computes."""
+        return self.commands.get("compute_preloaded", 0) + self.commands.get("compute_accumulated", 0)
+
     def as_dict(self) -> dict:
         return {"commands": dict(self.commands), "load_bytes": self.load_bytes,
                 "store_bytes": self.store_bytes, "macs": self.macs}
