@@ -41,6 +41,7 @@ ISSUE_PER_CYCLE = 1    # one RoCC command per core cycle (a RoCC instruction eac
 SPAD_READ_DELAY = 4    # section 9: spad_read_delay
 ACC_READ_DELAY = 2     # section 9: accumulator read
 SCALE_DELAY = 8        # section 9: read-out scale pipeline
+COST_SLICE = 1 << 22   # commands costed at a time (memory, not a model constant)
 
 
 def drain_cycles(cfg: GemminiConfig) -> int:
@@ -129,17 +130,21 @@ def command_costs(funct: np.ndarray, rs1: np.ndarray, rs2: np.ndarray, cfg: Gemm
 def step_costs(program) -> StepCosts:
     """The costs of a generated program's commands summed per plan step."""
     cfg = program.config
-    load, execute, store = command_costs(program.funct, program.rs1, program.rs2, cfg, program.dataflow)
-    steps = program.step.astype(np.int64)
-    body = steps >= 0
-    n = int(steps.max()) + 1 if body.any() else 0
-
-    def per(x):
-        return np.bincount(steps[body], weights=x[body], minlength=n).astype(np.int64)
-
-    counts = np.bincount(steps[body], minlength=n).astype(np.int64)
-    counts[0:1] += int((~body).sum())  # the prologue issues before the first step
-    return StepCosts(per(load), per(execute), per(store), counts)
+    n = int(program.step.max()) + 1 if len(program.step) else 0
+    sums = np.zeros((4, n), np.int64)
+    # Slices of a few million commands keep the temporaries small on 70-million-command programs.
+    for lo in range(0, len(program), COST_SLICE):
+        hi = lo + COST_SLICE
+        steps = program.step[lo:hi].astype(np.int64)
+        body = steps >= 0
+        costs = command_costs(program.funct[lo:hi], program.rs1[lo:hi], program.rs2[lo:hi], cfg,
+                              program.dataflow)
+        for row, x in enumerate(costs):
+            sums[row] += np.bincount(steps[body], weights=x[body], minlength=n).astype(np.int64)
+        sums[3] += np.bincount(steps[body], minlength=n)
+        if n:
+            sums[3, 0] += int((~body).sum())  # the prologue issues before the first step
+    return StepCosts(sums[0], sums[1], sums[2], sums[3])
 
 
 def simulate(costs: StepCosts, sched, cfg: GemminiConfig, slots: int, b: Board) -> Timing:
@@ -187,7 +192,10 @@ def cost_program(program, plan, b: Board) -> Timing:
     """The cycle model of a generated program (its commands, grouped by plan step)."""
     from embedcsp.targets.gemmini.codegen import schedule
 
-    return simulate(step_costs(program), schedule(plan), program.config, plan.tiling.slots, b)
+    memo = program.extra.setdefault("timing", {})  # the build costs the program it keeps once
+    if b.name not in memo:
+        memo[b.name] = simulate(step_costs(program), schedule(plan), program.config, plan.tiling.slots, b)
+    return memo[b.name]
 
 
 # ---------------------------------------------------------------- the roofline
