@@ -283,3 +283,24 @@ def test_a_transfer_outside_dram_bin_is_refused(tmp_path):
 
     result = CliRunner().invoke(app, ["run", str(tmp_path), "--seed", "3"])
     assert result.exit_code == 0 and "verified" in result.output
+
+
+@pytest.mark.parametrize("statement,lanes", [
+    ("c[m] += a[m] * s[]", {"m": 8}),  # a scalar operand: classes with no dim have one lane
+    ("c[m,n] += a[m,k,j] * b[k,j,n]", {"m": 4, "n": 3, "k": 2, "j": 5}),  # two reduction dims
+    ("c[n,m] += b[j,n] * a[m,j]", {"m": 5, "n": 6, "j": 3}),  # dims in any order
+    ("o[m,n,p] += a[m,k,p] * b[n,k]", {"m": 2, "n": 3, "p": 4, "k": 5}),  # two row dims
+])
+def test_statements_of_any_shape(statement, lanes):
+    from embedcsp.targets.tile.config import tile_accelerator
+
+    names = [t.split("[")[0].strip() for t in statement.replace("+=", "*").split("*")]
+    a = tile_accelerator(statement, lanes, memory={n: 4096 for n in names}, bytes_per_cycle=8)
+    for op in (gemm(13, 9, 21), conv2d(1, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1)):
+        try:
+            o = solve_and_verify(op, a, Options(time_limit=5), seed=1)
+        except NoEmbedding as exc:
+            if "dims of one kind" in str(exc):
+                pytest.skip(f"the CSP does not put several dims on one class yet: {exc}")
+            raise
+        check(o)
