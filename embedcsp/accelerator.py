@@ -40,13 +40,15 @@ class Accelerator:
 
     @property
     def role_of(self) -> dict[str, str]:
-        """Pattern dim -> 'row' (output and first input), 'col' (output and second input) or
-        'red' (both inputs); VTA: b row, o col, i red."""
+        """Pattern dim -> its lane class: 'row' (output and first input), 'col' (output and
+        second input), 'red' (both inputs) or 'bat' (all three); VTA: b row, o col, i red."""
         out = set(self.pattern.output.dims)
         a, b = (set(o.dims) for o in self.pattern.inputs)
         roles = {}
         for d in self.pattern.dim_names:
-            if d in out and d in a:
+            if d in out and d in a and d in b:
+                roles[d] = "bat"
+            elif d in out and d in a:
                 roles[d] = "row"
             elif d in out and d in b:
                 roles[d] = "col"

@@ -2,10 +2,11 @@
 
 Variables
   bind[q][t]   pattern input operand q reads operator input tensor t
-  lane[d][r]   operator dim d is fused onto the lanes of pattern dim class r
-               (row: output and first input, col: output and second input,
-               red: both inputs; VTA's BATCH, BLOCK_OUT, BLOCK_IN); otherwise d
-               is a translation loop of the instruction
+  lane[d][p]   operator dim d is fused onto the lanes of pattern dim p, whose class
+               is row (output and first input), col (output and second input),
+               red (both inputs) or bat (all three); VTA: b, o, i = BATCH,
+               BLOCK_OUT, BLOCK_IN; otherwise d is a translation loop of the
+               instruction along the class axis of the operands it indexes
   form_on[f]   the layout form f that the family offers holds (else the packed matrix)
 Constraints (the scalar dataflow, stated per dim)
   - pattern nodes that differ only along a pattern dim share every operand that
@@ -16,7 +17,7 @@ Constraints (the scalar dataflow, stated per dim)
   - the instruction covers every operator MAC exactly once, which the mixed
     radix fusing and translations give by construction.
 Objective (lexicographic, one CP-SAT solve per level)
-  1. padded MACs = prod over lane classes of ceil(fused/lanes)*lanes x loops;
+  1. padded MACs = prod over pattern dims of ceil(fused/lanes)*lanes x loops;
   2. bytes of the packed operands in DRAM (padding and im2col duplication);
      this is where a form without duplication (VTA's direct conv form) wins
      when it costs no lanes;
@@ -33,12 +34,12 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.embedding import Embedding, LaneGroup, Loop
+from embedcsp.embedding import CLASSES, Embedding, LaneGroup, Loop
 from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.operator import Operator
 from embedcsp.targets.registry import family
 
-ROLES = ("row", "col", "red")
+ROLES = ("row", "col", "red")  # the classes every embedding has (embedding.CLASSES adds bat)
 CP_SAT_MAX = 2**62  # CP-SAT integer domains are int64
 
 
@@ -60,17 +61,6 @@ class SolveReport:
 
 def _precheck(op: Operator, acc: Accelerator) -> None:
     """Structural reasons an embedding cannot exist, said in the user's terms."""
-    p = acc.pattern
-    shared = [d for d in p.dim_names if all(d in o.dims for o in p.operands)]
-    if shared:
-        raise NoEmbedding(f"the instruction's dim(s) {', '.join(shared)} index all three operands of "
-                          f"'{p.statement()}'; such batched lanes are not supported by the CSP yet")
-    for role in ROLES:
-        dims = [d for d in p.dim_names if acc.role_of[d] == role]
-        if len(dims) > 1:
-            raise NoEmbedding(f"the instruction '{p.statement()}' has {len(dims)} dims of one kind "
-                              f"({', '.join(dims)}); the CSP handles one output-and-input dim per input "
-                              "and one reduction dim so far")
     if len(op.inputs) != 2:
         raise NoEmbedding(
             f"{op.kind} has {len(op.inputs)} input tensor(s); the instruction "
@@ -78,11 +68,17 @@ def _precheck(op: Operator, acc: Accelerator) -> None:
         )
     for d in op.dims:
         users = [t.name for t in op.tensors if d.name in t.dims]
-        if len(users) != 2:
+        if len(users) < 2:
             raise NoEmbedding(
                 f"operator dim {d.name} is used by {len(users)} tensor(s) ({', '.join(users) or 'none'}); "
-                "the instruction can only map dims that index exactly two of its three operands"
+                "the instruction can only map dims that index at least two of its three operands"
             )
+
+
+def _batched(op: Operator) -> set[str]:
+    """Operator dims that index all three tensors (a batch, a group): lanes of a batched
+    instruction dim, or loops along the batch axis."""
+    return {d.name for d in op.dims if all(d.name in t.dims for t in op.tensors)}
 
 
 def _output_separable(op: Operator) -> set[str]:
@@ -102,11 +98,18 @@ class _Model:
         self.op, self.acc, self.forms = op, acc, forms
         m = self.m = cp_model.CpModel()
         pattern = acc.pattern
-        # The pattern's own operand names and dim roles; a role the pattern lacks (a
-        # matrix-vector instruction has no col dim) is a lane class of extent 1.
+        # The pattern's own operand names and dims. Its dims in class order (row, col, red,
+        # bat), then statement order: the order of the Embedding's groups and of tie-breaks.
         self.first = pattern.inputs[0].name  # the operand that shares the row dims with the output
-        self.role_dim = {acc.role_of[d]: d for d in pattern.dim_names}
-        self.lanes = {r: pattern.extents[self.role_dim[r]] if r in self.role_dim else 1 for r in ROLES}
+        role_of = acc.role_of
+        self.pdims = tuple(sorted(pattern.dim_names, key=lambda p: CLASSES.index(role_of[p])))
+        self.role_of = role_of
+        self.batched = _batched(op)
+        # The lane classes of this embedding: row, col and red always (one lane where the
+        # pattern lacks one: a matrix-vector unit has no col dim), bat where the pattern
+        # or the operator has a dim in all three operands.
+        self.classes = ROLES + (("bat",) if self.batched or "bat" in role_of.values() else ())
+        self.dim_of = {r: [p for p in self.pdims if role_of[p] == r] for r in self.classes}
         inputs = [t.name for t in op.inputs]
         # bind[q][t]: a permutation of the two operator inputs onto the pattern's two inputs.
         self.bind = {q.name: {t: m.new_bool_var(f"bind_{q.name}_{t}") for t in inputs} for q in pattern.inputs}
@@ -114,14 +117,24 @@ class _Model:
             m.add_exactly_one(self.bind[q.name].values())
         for t in inputs:
             m.add_exactly_one(self.bind[q.name][t] for q in pattern.inputs)
-        # lane[d][r] or loop.
-        self.lane = {d.name: {r: m.new_bool_var(f"lane_{d.name}_{r}") for r in ROLES} for d in op.dims}
+        # lane[d][p] or loop.
+        self.lane = {d.name: {p: m.new_bool_var(f"lane_{d.name}_{p}") for p in self.pdims} for d in op.dims}
         self.loop = {d.name: m.new_bool_var(f"loop_{d.name}") for d in op.dims}
         for d in op.dims:
             m.add_exactly_one([*self.lane[d.name].values(), self.loop[d.name]])
         self._dataflow()
         self._form()
         self._costs()
+
+    def role_lane(self, d: str, role: str):
+        """lane[d][p] for the one pattern dim p of a class (what a family's form constrains,
+        e.g. VTA's direct form on BLOCK_IN); constant 0 where the class has no dim."""
+        dims = self.dim_of.get(role, [])
+        if not dims:
+            return self.m.new_constant(0)
+        if len(dims) > 1:
+            raise ValueError(f"class {role} has several pattern dims ({', '.join(dims)})")
+        return self.lane[d][dims[0]]
 
     def pin(self, pins: Pins) -> None:
         if pins.form:
@@ -131,31 +144,36 @@ class _Model:
                 self.m.add(on == int(pins.form == name))
         for operand, tensor in pins.binding:
             self.m.add(self.bind[operand][tensor] == 1)
-        for dim, role in pins.roles:
-            self.m.add((self.loop[dim] if role == "loop" else self.lane[dim][role]) == 1)
+        for dim, place in pins.roles:
+            if place == "loop":
+                self.m.add(self.loop[dim] == 1)
+            elif place in self.lane[dim]:
+                self.m.add(self.lane[dim][place] == 1)
+            elif len(self.dim_of.get(place, [])) == 1:
+                self.m.add(self.lane[dim][self.dim_of[place][0]] == 1)
+            else:
+                raise NoEmbedding(f"a pin puts {dim} on {place}, which is not one lane of "
+                                  f"'{self.acc.pattern.statement()}'")
 
     def _dataflow(self) -> None:
         m, op, pattern = self.m, self.op, self.acc.pattern
         separable = _output_separable(op)
         for d in op.dims:
-            for r in ROLES:
-                pdim = self.role_dim.get(r)
-                if pdim is None:  # no such lane class: nothing may sit on it
-                    m.add(self.lane[d.name][r] == 0)
-                    continue
+            for pdim in self.pdims:
+                var = self.lane[d.name][pdim]
                 for operand in pattern.operands:
                     if pdim in operand.dims:
                         continue
                     # Nodes differing along pdim share this operand's element.
                     if operand is pattern.output:
                         if d.name in op.output.dims:
-                            m.add(self.lane[d.name][r] == 0)
+                            m.add(var == 0)
                         continue
                     for t, b in self.bind[operand.name].items():
                         if d.name in op.tensor(t).dims:
-                            m.add_bool_or([self.lane[d.name][r].Not(), b.Not()])
+                            m.add_bool_or([var.Not(), b.Not()])
                 if pdim in pattern.output.dims and d.name not in separable:
-                    m.add(self.lane[d.name][r] == 0)
+                    m.add(var == 0)
 
     def _form(self) -> None:
         """Layout forms besides the packed matrix, each offered by the family (docs/targets.md):
@@ -198,54 +216,72 @@ class _Model:
         m, op = self.m, self.op
         ext = op.extents
         total = op.macs
+        # Every product below is at most the padded MACs, which the lane rounding bounds by
+        # MACs x instruction MACs (solve_embedding checks that this fits CP-SAT's int64).
+        big = total * self.acc.pattern.macs
+        extents = self.acc.pattern.extents
         self.padded: dict[str, cp_model.IntVar] = {}
-        for r in ROLES:
-            fused = self._product(f"fused_{r}", [(self.lane[d][r], ext[d]) for d in ext])
-            lanes = self.lanes[r]
-            chunks = m.new_int_var(1, total, f"chunks_{r}")
+        for p in self.pdims:
+            fused = self._product(f"fused_{p}", [(self.lane[d][p], ext[d]) for d in ext])
+            lanes = extents[p]
+            chunks = m.new_int_var(1, total, f"chunks_{p}")
             m.add_division_equality(chunks, fused + (lanes - 1), lanes)
-            padded = m.new_int_var(1, total * lanes, f"padded_{r}")
+            padded = m.new_int_var(1, total * lanes, f"padded_{p}")
             m.add(padded == chunks * lanes)
-            self.padded[r] = padded
-        # Translation loops per matrix axis; which axis a loop dim is on depends on the binding.
-        self.loop_prod: dict[str, cp_model.IntVar] = {}
+            self.padded[p] = padded
+        # Translation loops per class axis; whether an output dim is a row or a col loop
+        # depends on which input the binding gives the first operand.
         inp_t = self.bind[self.first]
         out_dims = op.output.dims
-        axis_flags: dict[str, list[tuple[cp_model.IntVar, int]]] = {r: [] for r in ROLES}
+        axis_flags: dict[str, list[tuple[cp_model.IntVar, int]]] = {r: [] for r in self.classes}
         for d in ext:
-            if d not in out_dims:
+            if d in self.batched:
+                axis_flags["bat"].append((self.loop[d], ext[d]))
+            elif d not in out_dims:
                 axis_flags["red"].append((self.loop[d], ext[d]))
-                continue
-            for t, b in inp_t.items():
-                # d is a row loop when it indexes the tensor bound to inp, else a col loop.
-                flag = m.new_bool_var(f"loop_{d}_via_{t}")
-                m.add_multiplication_equality(flag, [self.loop[d], b])
-                role = "row" if d in op.tensor(t).dims else "col"
-                axis_flags[role].append((flag, ext[d]))
-        big = total * max(self.lanes.values()) ** 3
-        for r in ROLES:
-            self.loop_prod[r] = self._product(f"loops_{r}", axis_flags[r])
-        self.axis = {r: self._mul(f"axis_{r}", self.loop_prod[r], self.padded[r], big) for r in ROLES}
+            else:
+                for t, b in inp_t.items():
+                    # d is a row loop when it indexes the tensor bound to the first input, else a col loop.
+                    flag = m.new_bool_var(f"loop_{d}_via_{t}")
+                    m.add_multiplication_equality(flag, [self.loop[d], b])
+                    role = "row" if d in op.tensor(t).dims else "col"
+                    axis_flags[role].append((flag, ext[d]))
+        self.loop_prod = {r: self._product(f"loops_{r}", axis_flags[r]) for r in self.classes}
+        # The extent of each class axis in lanes: its loops x its pattern dims' padded extents.
+        self.axis = {}
+        for r in self.classes:
+            value = self.loop_prod[r]
+            for p in self.dim_of[r]:
+                value = self._mul(f"axis_{r}_{p}", value, self.padded[p], big)
+            self.axis[r] = value
         rc = self._mul("rows_x_cols", self.axis["row"], self.axis["col"], big)
+        batch = self.axis.get("bat")
+        if batch is not None:
+            rc = self._mul("rows_x_cols_x_bat", rc, batch, big)
         self.padded_macs = self._mul("padded_macs", rc, self.axis["red"], big)
-        # Bytes of the packed operands: inp rows x red, wgt cols x red, out rows x cols (int8 each).
+        # Bytes of the packed operands (int8 each): first input rows x red, second input
+        # cols x red, output rows x cols, each times the batch axis where there is one.
         self.packed_bytes = m.new_int_var(0, 3 * big, "packed_bytes")
         rr = self._mul("inp_matrix_bytes", self.axis["row"], self.axis["red"], big)
+        cr = self._mul("wgt_bytes", self.axis["col"], self.axis["red"], big)
+        if batch is not None:
+            rr = self._mul("inp_matrix_bytes_bat", rr, batch, big)
+            cr = self._mul("wgt_bytes_bat", cr, batch, big)
         inp_bytes = m.new_int_var(0, big, "inp_bytes")
         packed = [on.Not() for on in self.form_on.values()]  # the matrix form: rows x red
         m.add(inp_bytes == rr).only_enforce_if(packed)
         forms = {f.name: f for f in self.forms}
         for name, on in self.form_on.items():
             forms[name].first_operand_bytes(self, on, inp_bytes)
-        cr = self._mul("wgt_bytes", self.axis["col"], self.axis["red"], big)
         m.add(self.packed_bytes == inp_bytes + cr + rc)
-        # A total order for the remaining ties: prefer reduction lanes, then col, then row,
-        # on the dims the operator lists first, and inp on the operator's first input.
+        # A total order for the remaining ties: prefer lanes of the later classes (reduction,
+        # then col, then row), on the dims the operator lists last, and the first input on
+        # the operator's first input.
         weight = 1
         terms = []
         for d in reversed(list(ext)):
-            for r in reversed(ROLES):
-                terms.append(weight * self.lane[d][r])
+            for p in reversed(self.pdims):
+                terms.append(weight * self.lane[d][p])
                 weight *= 2
         first = op.inputs[0].name
         terms.append(weight * self.bind[self.first][first].Not())
@@ -257,16 +293,22 @@ class _Model:
         op, ext = self.op, self.op.extents
         binding = [(q, next(t for t, b in self.bind[q].items() if solver.value(b))) for q in self.bind]
         binding.append((self.acc.pattern.output.name, op.output.name))
+        extents = self.acc.pattern.extents
         groups = []
-        for r in ROLES:
-            dims = tuple(d for d in ext if solver.value(self.lane[d][r]))
-            groups.append(LaneGroup(r, self.lanes[r], dims, tuple(ext[d] for d in dims)))
+        for r in self.classes:
+            if not self.dim_of[r]:
+                groups.append(LaneGroup(r, 1, (), (), ""))  # the instruction has no such lane
+            for p in self.dim_of[r]:
+                dims = tuple(d for d in ext if solver.value(self.lane[d][p]))
+                groups.append(LaneGroup(r, extents[p], dims, tuple(ext[d] for d in dims), p))
         inp = op.tensor(dict(binding)[self.first])
         loops = []
         for d in ext:
             if not solver.value(self.loop[d]):
                 continue
-            if d not in op.output.dims:
+            if d in self.batched:
+                role = "bat"
+            elif d not in op.output.dims:
                 role = "red"
             else:
                 role = "row" if d in inp.dims else "col"
@@ -277,8 +319,9 @@ class _Model:
 
 @dataclass(frozen=True)
 class Pins:
-    """Choices fixed before solving: operand binding, dim -> lane role ('row', 'col', 'red', 'loop'),
-    and the layout form ('matrix' or 'direct'; '' leaves it to the solver)."""
+    """Choices fixed before solving: operand binding, dim -> its place (a pattern dim, a lane
+    class with one pattern dim: 'row', 'col', 'red', 'bat', or 'loop'), and the layout form
+    ('matrix' or a family's form such as VTA's 'direct'; '' leaves it to the solver)."""
 
     binding: tuple[tuple[str, str], ...] = ()
     roles: tuple[tuple[str, str], ...] = ()

@@ -3,10 +3,22 @@
 Each pattern lane dim (VTA: b rows, o output lanes, i reduction lanes) takes a
 group of operator dims, fused outer-to-inner and cut into chunks of the lane
 extent; the last chunk may be partly padding. Every other operator dim is a
-translation of the instruction: a `row`, `col` or `red` loop, named after the
-pattern dim class it moves along. This is the closed form of the scalar
-embedding the CSP reasons about; `check_scalar` expands it back to scalar
-multiply nodes and checks the dataflow, so the two cannot disagree silently.
+translation of the instruction: a loop along one of the lane classes
+(`CLASSES`: row, col, red, bat), named after the operands it moves. This is the
+closed form of the scalar embedding the CSP reasons about; `check_scalar`
+expands it back to scalar multiply nodes and checks the dataflow, so the two
+cannot disagree silently.
+
+The lane classes are the matrix axes of the embedded product:
+  row  indexes the output and the first input      (VTA: BATCH)
+  col  indexes the output and the second input     (VTA: BLOCK_OUT)
+  red  indexes both inputs, summed                  (VTA: BLOCK_IN)
+  bat  indexes all three operands: independent copies side by side (a grouped
+       instruction's g, a batched matmul's batch); present only where the
+       instruction or the operator has such a dim.
+A class may hold several pattern dims: one element along its axis is one chunk
+of each, and its lanes are their lanes flattened in the pattern's dim order.
+A class without a pattern dim has one lane.
 """
 
 from __future__ import annotations
@@ -21,14 +33,18 @@ from embedcsp.accelerator import Accelerator
 from embedcsp.operator import Operator
 
 
+CLASSES = ("row", "col", "red", "bat")
+
+
 @dataclass(frozen=True)
 class LaneGroup:
     """Operator dims fused onto one pattern lane dim."""
 
-    role: str  # "row", "col" or "red"
-    lanes: int  # the lane extent (BATCH, BLOCK_OUT or BLOCK_IN)
+    role: str  # its class: "row", "col", "red" or "bat"
+    lanes: int  # the lane extent (VTA: BATCH, BLOCK_OUT or BLOCK_IN)
     dims: tuple[str, ...]  # outer to inner
     extents: tuple[int, ...]
+    lane: str = ""  # the pattern dim; "" for a class the instruction lacks (one lane)
 
     @property
     def fused(self) -> int:
@@ -58,7 +74,7 @@ class LaneGroup:
 class Loop:
     dim: str
     extent: int
-    role: str  # "row", "col" or "red"
+    role: str  # the class of the axis it moves along: "row", "col", "red" or "bat"
 
 
 @dataclass(frozen=True)
@@ -68,27 +84,42 @@ class Embedding:
     operator: Operator
     accelerator: Accelerator
     binding: tuple[tuple[str, str], ...]  # pattern operand -> operator tensor
-    groups: tuple[LaneGroup, ...]  # one per role: row, col, red
+    # One per pattern dim, by class (CLASSES order) then pattern order; a class the
+    # instruction lacks has one group of one lane (lane "").
+    groups: tuple[LaneGroup, ...]
     loops: tuple[Loop, ...]  # in operator dim order
-    # How inp reaches the accelerator: "matrix" packs the rows x red matrix on the
-    # host (im2col, duplicating overlapping windows); "direct" keeps the tensor
-    # channel-blocked and lets LOAD padding and micro-op arithmetic walk the
-    # filter window (see embedcsp.targets.vta.direct).
+    # How the first input reaches the accelerator: "matrix" packs its rows x red matrix on
+    # the host (im2col, duplicating overlapping windows); other forms are the family's
+    # (VTA's "direct" keeps the tensor channel-blocked, embedcsp.targets.vta.direct).
     form: str = "matrix"
 
     @cached_property
     def bound(self) -> dict[str, str]:
         return dict(self.binding)
 
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        """The lane classes (matrix axes) present: row, col, red, and bat where there is one."""
+        return tuple(c for c in CLASSES if any(g.role == c for g in self.groups))
+
+    def groups_of(self, role: str) -> tuple[LaneGroup, ...]:
+        return tuple(g for g in self.groups if g.role == role)
+
     def group(self, role: str) -> LaneGroup:
-        return next(g for g in self.groups if g.role == role)
+        """The one group of a class (VTA's code asks this; a class of several dims has no one)."""
+        (group,) = self.groups_of(role)
+        return group
+
+    def class_lanes(self, role: str) -> int:
+        """Lanes of one element along a class axis: the product of its pattern dims' extents."""
+        return math.prod(g.lanes for g in self.groups_of(role))
 
     def loops_of(self, role: str) -> tuple[Loop, ...]:
         return tuple(lp for lp in self.loops if lp.role == role)
 
     def axis_length(self, role: str) -> int:
         """Instruction instances along one matrix axis: loop extents x lane chunks."""
-        n = self.group(role).chunks
+        n = math.prod(g.chunks for g in self.groups_of(role))
         for lp in self.loops_of(role):
             n *= lp.extent
         return n
@@ -114,11 +145,11 @@ class Embedding:
         # The family's names for the lane classes where it has them (VTA: BATCH, BLOCK_OUT,
         # BLOCK_IN), else the instruction's own dim names.
         labels = acc.config.lane_labels() if hasattr(acc.config, "lane_labels") else {}
-        dim_of = {r: d for d, r in acc.role_of.items()}
         for g in self.groups:
-            if g.role not in dim_of:
+            if not g.lane:
                 continue  # the instruction has no such lane class
-            lane = labels.get(g.role, f"{dim_of[g.role]}")
+            own = [x for x in self.groups_of(g.role) if x.lane]
+            lane = labels.get(g.role, g.lane) if len(own) == 1 else g.lane
             if not g.dims:
                 lines.append(f"{lane} lanes ({g.lanes}): unused (1 of {g.lanes} lanes busy)")
                 continue
@@ -127,7 +158,8 @@ class Embedding:
                 f"{lane} lanes ({g.lanes}) <- {dims}: {g.fused} in {g.chunks} chunk(s), "
                 f"{g.fused / g.padded:.1%} of lanes busy"
             )
-        for role, what in (("row", "rows"), ("col", "output blocks"), ("red", "reduction blocks")):
+        for role, what in (("row", "rows"), ("col", "output blocks"), ("red", "reduction blocks"),
+                           ("bat", "batches")):
             loops = [lp for lp in self.loops_of(role) if lp.extent > 1]  # extent 1 is no loop
             if loops:
                 dims = ", ".join(f"{lp.dim}[{lp.extent}]" for lp in loops)
@@ -145,8 +177,10 @@ class Embedding:
     def summary(self) -> dict:
         return {
             "binding": dict(self.binding),
-            "lanes": {g.role: {"dims": list(g.dims), "fused": g.fused, "chunks": g.chunks,
-                               "padded": g.padded} for g in self.groups},
+            # Keyed by class; by class:lane where a class holds several pattern dims.
+            "lanes": {(g.role if len(self.groups_of(g.role)) == 1 else f"{g.role}:{g.lane}"):
+                      {"lane": g.lane, "dims": list(g.dims), "fused": g.fused, "chunks": g.chunks,
+                       "padded": g.padded} for g in self.groups},
             "loops": [{"dim": lp.dim, "extent": lp.extent, "role": lp.role} for lp in self.loops],
             "padding_efficiency": self.efficiency,
             "form": self.form,
@@ -156,53 +190,71 @@ class Embedding:
 def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
     """Expand instruction instances to scalar MACs and check the dataflow.
 
-    For every instance (row, col, red position along the matrix axes) and every
-    pattern node (b, o, i) that maps to a real operator point:
+    For every instance (its position along each matrix axis, `emb.classes` order) and every
+    pattern node (one lane of every group) that maps to a real operator point:
     nodes sharing a pattern element share the operator element, and distinct
     accumulator lanes hold distinct output elements. With `instances=None` all
     instances are expanded and each operator MAC must be covered exactly once.
     Raises AssertionError with the first violation.
     """
     op, acc = emb.operator, emb.accelerator
-    axes = {r: emb.axis_length(r) for r in ("row", "col", "red")}
+    classes = emb.classes
     if instances is None:
-        grid = np.stack(np.meshgrid(*(np.arange(axes[r]) for r in ("row", "col", "red")),
-                                    indexing="ij"), -1).reshape(-1, 3)
+        grid = np.stack(np.meshgrid(*(np.arange(emb.axis_length(c)) for c in classes),
+                                    indexing="ij"), -1).reshape(-1, len(classes))
     else:
-        grid = np.asarray(instances).reshape(-1, 3)
-    # Sampled checks look at a bounded set of lanes per class (lane 0, the last, and spaced ones
-    # between), so an 8x1024x1024-lane instruction costs megabytes, not gigabytes; the
+        grid = np.asarray(instances).reshape(-1, len(classes))
+    # Sampled checks look at a bounded set of lanes per group (lane 0, the last, and spaced
+    # ones between), so an 8x1024x1024-lane instruction costs megabytes, not gigabytes; the
     # sharing checks compare against lane 0, which every sample holds.
-    cap = None if instances is None else MAX_SAMPLED_LANES
-    lane = {r: _lanes(emb.group(r).lanes, cap) for r in ("row", "col", "red")}
-    # Node coordinates: shape (instances, B, O, I) per operator dim.
+    groups = emb.groups
+    wide = sum(g.lanes > 2 for g in groups)
+    cap = None if instances is None else max(2, min(MAX_SAMPLED_LANES, int((1 << 18) ** (1 / max(1, wide)))))
+    lanes = [_lanes(g.lanes, cap) for g in groups]
+    shape = (len(grid), *(len(x) for x in lanes))
+    # Node coordinates: shape (instances, one axis per group) per operator dim.
     coords: dict[str, np.ndarray] = {}
-    valid = np.ones((len(grid), len(lane["row"]), len(lane["col"]), len(lane["red"])), bool)
-    for k, role in enumerate(("row", "col", "red")):
-        c, ok = axis_coords(emb, role, grid[:, k][:, None], lane[role][None, :])
-        shape = [len(grid), 1, 1, 1]
-        shape[k + 1] = len(lane[role])
-        for d, v in c.items():
-            coords[d] = np.broadcast_to(v.reshape(shape), valid.shape)
-        valid &= ok.reshape(shape)
+    valid = np.ones(shape, bool)
+    for k, role in enumerate(classes):
+        index = grid[:, k]
+        mine = [j for j, g in enumerate(groups) if g.role == role]
+        chunk_counts = [groups[j].chunks for j in mine]
+        # The axis index is (loops..., chunk of each group), row-major.
+        rest = index
+        chunks = {}
+        for j, n in zip(reversed(mine), reversed(chunk_counts)):
+            chunks[j] = rest % n
+            rest = rest // n
+        for lp in reversed(emb.loops_of(role)):
+            coords[lp.dim] = (rest % lp.extent).reshape((-1,) + (1,) * len(groups))
+            rest = rest // lp.extent
+        for j in mine:
+            c, ok = groups[j].decode(chunks[j][:, None], lanes[j][None, :])
+            for d, v in c.items():
+                coords[d] = _along2(v, j + 1, shape)
+            valid &= _along2(ok, j + 1, shape)
+    coords = {d: np.broadcast_to(v, shape) for d, v in coords.items()}
     bound = emb.bound
     pattern = acc.pattern
+    axis_of = {g.lane: j + 1 for j, g in enumerate(groups) if g.lane}
     for operand in pattern.operands:
         tensor = op.tensor(bound[operand.name])
-        key = np.stack([np.broadcast_to(ix.evaluate(coords), valid.shape) for ix in tensor.access], -1)
+        key = np.stack([np.broadcast_to(ix.evaluate(coords), shape) for ix in tensor.access], -1)
         # Nodes that differ only along a dim the operand lacks share its element.
         for dim in pattern.dim_names:
             if dim in operand.dims:
                 continue
-            axis = ("row", "col", "red").index(acc.role_of[dim])
-            ref = np.take(key, [0], axis=axis + 1)
-            both = valid & np.take(valid, [0], axis=axis + 1)
+            axis = axis_of[dim]
+            ref = np.take(key, [0], axis=axis)
+            both = valid & np.take(valid, [0], axis=axis)
             assert np.all((key == ref).all(-1) | ~both), (
                 f"nodes sharing {operand.name} map to different {tensor.name} elements")
     out = op.tensor(bound[pattern.output.name])
     flat = np.ravel_multi_index(
         tuple(np.where(valid, ix.evaluate(coords), 0) for ix in out.access), out.shape)
-    per_instance = np.where(valid[..., 0], flat[..., 0], -1).reshape(len(grid), -1)
+    # One node per output lane: the first lane of every reduction group.
+    first = tuple(slice(None) if g.role != "red" else slice(0, 1) for g in groups)
+    per_instance = np.where(valid[(slice(None), *first)], flat[(slice(None), *first)], -1).reshape(len(grid), -1)
     for row in per_instance:
         real = row[row >= 0]
         assert len(np.unique(real)) == len(real), "two accumulator lanes hold one output element"
@@ -211,6 +263,13 @@ def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
         uniq = np.unique(points, axis=0)
         assert len(uniq) == len(points), "an operator MAC is covered twice"
         assert len(points) == op.macs, f"the cover has {len(points)} MACs, the operator {op.macs}"
+
+
+def _along2(v: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+    """An (instances, lanes) array placed on axes 0 and `axis` of `shape` (broadcastable)."""
+    dims = [1] * len(shape)
+    dims[0], dims[axis] = v.shape
+    return v.reshape(dims)
 
 
 MAX_SAMPLED_LANES = 64  # per lane class, in a sampled scalar check
@@ -225,24 +284,37 @@ def _lanes(n: int, cap: int | None) -> np.ndarray:
 
 def axis_coords(emb: Embedding, role: str, index: np.ndarray, lane: np.ndarray
                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Operator coordinates along one matrix axis: index = (loops..., chunk), row-major."""
-    group = emb.group(role)
-    chunk = index % group.chunks
-    rest = index // group.chunks
+    """Operator coordinates along one matrix axis.
+
+    index = (loops..., chunk of each group of the class), row-major; lane = the lanes of
+    the class's groups flattened row-major (0 .. class_lanes - 1).
+    """
+    groups = emb.groups_of(role)
+    rest = index
+    chunk = {}
+    for g in reversed(groups):
+        chunk[g.lane] = rest % g.chunks
+        rest = rest // g.chunks
     coords: dict[str, np.ndarray] = {}
     for lp in reversed(emb.loops_of(role)):
         coords[lp.dim] = rest % lp.extent
         rest = rest // lp.extent
-    lane_coords, valid = group.decode(chunk, lane)
-    shape = np.broadcast(chunk, lane).shape
+    shape = np.broadcast(index, lane).shape
+    valid = np.ones(shape, bool)
+    lane_rest = lane
+    for g in reversed(groups):
+        lane_coords, ok = g.decode(chunk[g.lane], lane_rest % g.lanes)
+        lane_rest = lane_rest // g.lanes
+        coords.update(lane_coords)
+        valid = valid & ok
     coords = {d: np.broadcast_to(v, shape) for d, v in coords.items()}
-    coords.update({d: np.broadcast_to(v, shape) for d, v in lane_coords.items()})
     return coords, np.broadcast_to(valid, shape)
 
 
 def sample_instances(emb: Embedding, seed: int, count: int = 32) -> np.ndarray:
-    """The first and last instruction instance plus random ones, as (row, col, red) rows."""
-    axes = np.array([emb.axis_length(r) for r in ("row", "col", "red")])
+    """The first and last instruction instance plus random ones, as rows of axis positions
+    (`emb.classes` order)."""
+    axes = np.array([emb.axis_length(r) for r in emb.classes])
     rng = np.random.default_rng(seed)
-    picks = [np.zeros(3, np.int64), axes - 1, *(rng.integers(0, axes) for _ in range(count))]
+    picks = [np.zeros(len(axes), np.int64), axes - 1, *(rng.integers(0, axes) for _ in range(count))]
     return np.stack(picks)

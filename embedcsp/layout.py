@@ -14,6 +14,7 @@ This map is the host-side layout transformation, and also layout.npz.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,43 +22,52 @@ import numpy as np
 from embedcsp.embedding import Embedding, axis_coords
 from embedcsp.operator import Tensor
 
-def operand_axes(emb: Embedding, operand: str) -> tuple[str, str]:
-    """The lane classes (matrix axes) a pattern operand moves along, outer first."""
+def operand_axes(emb: Embedding, operand: str) -> tuple[str, ...]:
+    """The lane classes (matrix axes) a pattern operand moves along, outer first: the
+    batch axis where the embedding has one, then the first input's (row, red), the
+    second's (col, red) or the output's (row, col)."""
     pattern = emb.accelerator.pattern
-    if operand == pattern.inputs[0].name:
-        return ("row", "red")
-    if operand == pattern.inputs[1].name:
-        return ("col", "red")
-    if operand == pattern.output.name:
-        return ("row", "col")
-    raise KeyError(f"{operand!r} is not an operand of {pattern.statement()!r}")
+    own = {pattern.inputs[0].name: ("row", "red"), pattern.inputs[1].name: ("col", "red"),
+           pattern.output.name: ("row", "col")}
+    if operand not in own:
+        raise KeyError(f"{operand!r} is not an operand of {pattern.statement()!r}")
+    return (("bat",) if "bat" in emb.classes else ()) + own[operand]
 
 
 def element_map(emb: Embedding, operand: str) -> np.ndarray:
-    """int32 [n0, n1, lanes0, lanes1]: tensor flat index per packed lane, -1 for zero.
+    """int32 [n per axis..., lanes per axis...]: tensor flat index per packed lane, -1 for zero.
 
     `operand` is a pattern operand name; the axes are `operand_axes(emb, operand)`, the
-    lanes of each axis those of its lane class.
-
-    Built a slab of the first axis at a time, so peak memory stays near the
-    map itself (the K=500000 DeepBench GEMMs have maps of half a billion lanes).
+    lanes of each axis those of its lane class (`Embedding.class_lanes`, its pattern dims'
+    lanes flattened in the pattern's dim order). Built a slab of the first axis at a time,
+    so peak memory stays near the map itself (the K=500000 DeepBench GEMMs have maps of
+    half a billion lanes).
     """
-    a0, a1 = operand_axes(emb, operand)
+    axes = operand_axes(emb, operand)
     tensor = emb.operator.tensor(emb.bound[operand])
-    n0, n1 = emb.axis_length(a0), emb.axis_length(a1)
-    l0, l1 = emb.group(a0).lanes, emb.group(a1).lanes
-    out = np.empty((n0, n1, l0, l1), np.int32)
-    c1, v1 = axis_coords(emb, a1, np.arange(n1)[:, None], np.arange(l1)[None, :])
-    c1 = {d: v.reshape(1, n1, 1, l1) for d, v in c1.items()}
-    v1 = v1.reshape(1, n1, 1, l1)
-    slab = max(1, (1 << 22) // max(1, n1 * l0 * l1))
-    for lo in range(0, n0, slab):
-        hi = min(n0, lo + slab)
-        c0, v0 = axis_coords(emb, a0, np.arange(lo, hi)[:, None], np.arange(l0)[None, :])
-        coords = {d: v.reshape(hi - lo, 1, l0, 1) for d, v in c0.items()}
-        coords.update(c1)
-        shape = (hi - lo, n1, l0, l1)
-        valid = v0.reshape(hi - lo, 1, l0, 1) & v1
+    counts = [emb.axis_length(a) for a in axes]
+    lanes = [emb.class_lanes(a) for a in axes]
+    rank = len(axes)
+    out = np.empty((*counts, *lanes), np.int32)
+
+    def along(k: int, lo: int, hi: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        # Axis k's coordinates, shaped to broadcast over the whole (slab of the) map.
+        c, v = axis_coords(emb, axes[k], np.arange(lo, hi)[:, None], np.arange(lanes[k])[None, :])
+        shape = [1] * (2 * rank)
+        shape[k], shape[rank + k] = hi - lo, lanes[k]
+        return {d: x.reshape(shape) for d, x in c.items()}, v.reshape(shape)
+
+    rest = [along(k, 0, counts[k]) for k in range(1, rank)]
+    inner = math.prod(counts[1:]) * math.prod(lanes)
+    slab = max(1, (1 << 22) // max(1, inner))
+    for lo in range(0, counts[0], slab):
+        hi = min(counts[0], lo + slab)
+        coords, valid = along(0, lo, hi)
+        coords = dict(coords)
+        for c, v in rest:
+            coords.update(c)
+            valid = valid & v
+        shape = (hi - lo, *counts[1:], *lanes)
         out[lo:hi] = tensor_index(tensor, coords, np.broadcast_to(valid, shape))
     return out
 

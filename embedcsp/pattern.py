@@ -110,10 +110,10 @@ def parse_pattern(statement: str, lanes: dict[str, int]) -> Pattern:
     for d in used:
         if not isinstance(lanes[d], int) or isinstance(lanes[d], bool) or lanes[d] < 1:
             raise IsaError(f"intrinsic lane {d} must have a positive whole extent, got {lanes[d]!r}")
-        if sum(d in dims for dims in (out_dims, a_dims, b_dims)) != 2:
+        if sum(d in dims for dims in (out_dims, a_dims, b_dims)) < 2:
             raise IsaError(
-                f"intrinsic dim {d} must appear in exactly two of the three operands "
-                "(an output dim in one input, or a reduction dim in both inputs)"
+                f"intrinsic dim {d} must appear in at least two of the three operands "
+                "(an output dim in one input, a reduction dim in both inputs, or a batched dim in all three)"
             )
     return Pattern(
         output=Operand(out_name, out_dims),

@@ -32,13 +32,13 @@ class DirectLayout:
         for d in model.op.dims:
             for r in ROLES:
                 if alone.get(d.name) == r:
-                    m.add(model.lane[d.name][r] == 1).only_enforce_if(on)
+                    m.add(model.role_lane(d.name, r) == 1).only_enforce_if(on)
                 elif not (r == "row" and d.name == "n"):
-                    m.add(model.lane[d.name][r] == 0).only_enforce_if(on)
+                    m.add(model.role_lane(d.name, r) == 0).only_enforce_if(on)
 
     def first_operand_bytes(self, model, on, inp_bytes) -> None:
         """The channel-blocked data tensor's bytes, with or without the batch on BATCH."""
-        n_row = model.lane["n"]["row"]
+        n_row = model.role_lane("n", "row")
         model.m.add(inp_bytes == self._bytes(model, True)).only_enforce_if([on, n_row])
         model.m.add(inp_bytes == self._bytes(model, False)).only_enforce_if([on, n_row.Not()])
 
