@@ -431,8 +431,10 @@ def descriptor_words(addr: Any, rows: Any, cols: Any) -> "np.ndarray":
     for name, v, bits in (("addr", addr, 32), ("rows", rows, 16), ("cols", cols, 16)):
         if v.size and (v.min() < 0 or v.max() >= 1 << bits):
             raise ValueError(f"descriptor {name} outside 0..{(1 << bits) - 1}")
-    return (rows.astype(np.uint64) << np.uint64(48)) | (cols.astype(np.uint64) << np.uint64(32)) | (
-        addr.astype(np.uint64))
+    if rows.size and rows.max() >= 1 << 15:  # would reach int64's sign bit
+        return (rows.astype(np.uint64) << np.uint64(48)) | (cols.astype(np.uint64) << np.uint64(32)) | (
+            addr.astype(np.uint64))
+    return ((rows << 48) | (cols << 32) | addr).view(np.uint64)
 
 
 def entries_bytes(funct: "np.ndarray", rs1: "np.ndarray", rs2: "np.ndarray") -> bytes:

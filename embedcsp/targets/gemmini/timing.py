@@ -109,22 +109,28 @@ class StepCosts:
 
 
 def command_costs(funct: np.ndarray, rs1: np.ndarray, rs2: np.ndarray, cfg: GemminiConfig,
-                  dataflow: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(load, execute, store) cycles of every command of a program, from its fields."""
-    f = funct.astype(np.int64)
-    rows, cols, addr = field(rs2, 63, 48), field(rs2, 47, 32), field(rs2, 31, 0)
-    a_rows = field(rs1, 63, 48)
-    mvin = (f == 1) | (f == 2) | (f == 14)
-    acc_dst = (addr >> 31) & 1 == 1
-    load = np.where(mvin, rows * -(-(cols * np.where(acc_dst, cfg.acc_bytes, cfg.elem_bytes)) // BEAT_BYTES), 0)
-    full = (addr >> 29) & 1 == 1
-    store = np.where(f == 3, rows * -(-(cols * np.where(full & acc_dst, cfg.acc_bytes, cfg.elem_bytes))
-                                      // BEAT_BYTES), 0)
+                  dataflow: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(load, execute, store) cycles of a program's commands, each as (command indices, cycles)
+    for the commands of that queue that cost anything."""
+    f = funct
+    mvin = np.flatnonzero((f == 1) | (f == 2) | (f == 14))
+    mvout = np.flatnonzero(f == 3)
+
+    def beats(sel, wide):
+        rows, cols = field(rs2[sel], 63, 48), field(rs2[sel], 47, 32)
+        return rows * -(-(cols * np.where(wide, cfg.acc_bytes, cfg.elem_bytes)) // BEAT_BYTES)
+
+    acc_in = field(rs2[mvin], 31, 31) == 1
+    out_addr = field(rs2[mvout], 31, 0)
+    full = ((out_addr >> 31) & 1 == 1) & ((out_addr >> 29) & 1 == 1)
+    computes = np.flatnonzero((f == 4) | (f == 5))
     if dataflow == "ws":
-        execute = np.where(f == 4, cfg.DIM, np.where(f == 5, np.maximum(a_rows, WS_REUSE_MIN_ROWS), 0))
+        reuse = f[computes] == 5
+        a_rows = (rs1[computes] >> np.uint64(48)).astype(np.int64)
+        execute = np.where(reuse, np.maximum(a_rows, WS_REUSE_MIN_ROWS), cfg.DIM)
     else:
-        execute = np.where((f == 4) | (f == 5), cfg.DIM, 0)
-    return load, execute, store
+        execute = np.full(len(computes), cfg.DIM, np.int64)
+    return (mvin, beats(mvin, acc_in)), (computes, execute), (mvout, beats(mvout, full))
 
 
 def step_costs(program) -> StepCosts:
@@ -135,12 +141,14 @@ def step_costs(program) -> StepCosts:
     # Slices of a few million commands keep the temporaries small on 70-million-command programs.
     for lo in range(0, len(program), COST_SLICE):
         hi = lo + COST_SLICE
-        steps = program.step[lo:hi].astype(np.int64)
+        steps = program.step[lo:hi]
+        queues = command_costs(program.funct[lo:hi], program.rs1[lo:hi], program.rs2[lo:hi], cfg,
+                               program.dataflow)
+        for row, (sel, cycles) in enumerate(queues):
+            at = steps[sel]
+            ok = at >= 0
+            sums[row] += np.bincount(at[ok], weights=cycles[ok], minlength=n).astype(np.int64)
         body = steps >= 0
-        costs = command_costs(program.funct[lo:hi], program.rs1[lo:hi], program.rs2[lo:hi], cfg,
-                              program.dataflow)
-        for row, x in enumerate(costs):
-            sums[row] += np.bincount(steps[body], weights=x[body], minlength=n).astype(np.int64)
         sums[3] += np.bincount(steps[body], minlength=n)
         if n:
             sums[3, 0] += int((~body).sum())  # the prologue issues before the first step
