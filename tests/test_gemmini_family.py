@@ -223,9 +223,20 @@ def test_bundle_refuses_a_move_outside_dram(tmp_path):
     inputs = random_inputs(c.operator, 0)
     write_bundle(tmp_path, c, inputs, 0, None, host_transforms(c))
     doc = json.loads((tmp_path / "manifest.json").read_text())
+    good = (tmp_path / "program.bin").read_bytes()
     doc["dram_base"] = DRAM_BASE + 64
     (tmp_path / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(BadInput, match="outside dram.bin"):
+        read_bundle(tmp_path)
+    doc["dram_base"] = DRAM_BASE
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    bad = bytearray(good)
+    bad[24 * 6] = 9  # a loop command: outside the subset
+    (tmp_path / "program.bin").write_bytes(bytes(bad))
+    with pytest.raises(BadInput, match="command 6: funct7 9"):
+        read_bundle(tmp_path)
+    (tmp_path / "program.bin").write_bytes(good[:-24])
+    with pytest.raises(BadInput, match="command_count"):
         read_bundle(tmp_path)
 
 
