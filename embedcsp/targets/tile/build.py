@@ -4,13 +4,16 @@ by the cycle model (the family's `build`)."""
 from __future__ import annotations
 
 from embedcsp.embedding import Embedding
-from embedcsp.errors import NoEmbedding
+from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.targets.tile.blocked import blocked
 from embedcsp.targets.tile.codegen import Layout, Program, generate, make_layout
 from embedcsp.targets.tile.fastsim import simulate_records
 from embedcsp.targets.tile.plan import Plan, candidate_plans
 
 EPILOGUES = ("int32", "wrap", "saturate")  # what a Store can do; the first is the default
+# One record per instruction instance (docs/tile.md section 10): beyond this many Computes
+# the program (64 bytes a record) and the arrays that build it no longer fit comfortably.
+MAX_COMPUTES = 1 << 23
 # Ranking generates and simulates a program per candidate; beyond this many records the
 # estimate's first choice is kept.
 RERANK_MAX_RECORDS = 300_000
@@ -41,6 +44,10 @@ def best_program(embedding: Embedding, options) -> tuple[Plan, Program]:
     cfg = embedding.accelerator.config
     store = check_epilogue(cfg, options.epilogue)
     b = blocked(embedding)
+    if b.instances > MAX_COMPUTES:
+        raise BadInput(f"{embedding.operator.describe()} needs {b.instances} instructions of "
+                       f"{cfg.macs} MACs, one 64-byte record each; embedcsp builds tile programs of "
+                       f"up to {MAX_COMPUTES} instructions ({MAX_COMPUTES * 64 >> 20} MiB of program.bin)")
     bias = needs_bias(cfg)
     plans = candidate_plans(b, bias, store, max(1, options.plan_candidates))
     layout: Layout = make_layout(b, store, bias)
