@@ -17,7 +17,7 @@ from embedcsp.targets.gemmini.timing import BEAT_BYTES, WS_REUSE_MIN_ROWS, Board
 EPILOGUES = ("saturate", "requant/nearest_even", "int32")
 # Candidates beyond the first are generated only while programs stay this small; the largest
 # GEMMs take seconds per program, and the estimate's first choice is then kept.
-RERANK_MAX_COMMANDS = 3_000_000
+RERANK_MAX_COMMANDS = 1_000_000
 
 
 def out_bytes_of(epilogue: Epilogue) -> int:
@@ -50,7 +50,9 @@ def estimate(plan: Plan) -> tuple[int, int]:
         ex = streamed + int(flips * (cfg.DIM - per_row.mean()))  # a new B always takes DIM
     else:
         ex = pairs * cfg.DIM
-    commands = 2 * pairs + rows.n * reds.n * a_loads + reds.n * cols.n * b_loads // 2 + rows.n * cols.n
+    blocks = cfg.max_block_len
+    commands = (2 * pairs + rows.n * -(-reds.n // blocks) * a_loads + reds.n * -(-cols.n // blocks) * b_loads
+                + rows.n * cols.n)
     body = max(load, ex, store) if t.slots > 1 else load + ex + store
     steps = nr * nc * nl
     return max(body, load + store, commands) + steps * cfg.DIM, commands
