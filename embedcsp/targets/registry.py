@@ -26,6 +26,7 @@ BUILTIN = {
     "vta": "embedcsp.targets.vta:FAMILY",
     "gemmini": "embedcsp.targets.gemmini:FAMILY",
     "tile": "embedcsp.targets.tile:FAMILY",
+    "TEMPLATE": "embedcsp.targets.TEMPLATE:FAMILY",  # the family to copy (docs/template-family.md)
 }
 
 
