@@ -58,7 +58,7 @@ class TemplateFamily:
     """The stages the core asks of a family (embedcsp/targets/family.py)."""
 
     name = NAME
-    reference = "none: the TEMPLATE family has no reference mapping"
+    reference = None  # no fixed mapping to compare the solver with (`--strategy reference` is refused)
     forms: tuple = ()  # no layout besides the packed matrices of embedcsp.layout.element_map
     epilogues = ("int32", "wrap", "saturate")  # what WRITEBACK can apply; the first is the default
 
