@@ -11,6 +11,8 @@ Nothing silently lost. A run writes four files `<stem>.csv/.json/.md/.png`
 into `--out`, and the stem names the selection of operators:
 
 - a whole suite (no names given): `deepbench_<suite>`, titled "DeepBench <suite>";
+  on any accelerator but the default VTA the stem starts with its name and `_`
+  (`gemmini_deepbench_all`), and titles end "on <accelerator>";
 - named operators (`--only` or plain arguments): `deepbench_subset-<h>`, where
   `<h>` is the first 8 hex digits of the sha256 of the sorted, canonical names
   joined by commas, titled "DeepBench subset (N operators: ...)". The order
@@ -43,6 +45,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -143,20 +146,25 @@ def evaluate(target: str | Case | Operator, isa: str | Path | None = None, time_
             else target if isinstance(target, Case) else Case(target.describe(), target))
     row: dict = {"name": case.name, **shape_columns(case.operator), "board": board}
     acc = load_accelerator(isa)
-    for strategy, columns, error_key in (("csp", _ours, "error"), ("reference", _reference, "ref_error")):
+    strategies = [("csp", _ours, "error"), ("reference", _reference, "ref_error")]
+    if family(acc.family).reference is None:  # a family without a fixed mapping: ours alone
+        strategies = strategies[:1]
+    for strategy, columns, error_key in strategies:
         options = Options(strategy=strategy, board=board, time_limit=time_limit, seed=seed)
         try:
             row.update(columns(solve_and_verify(case.operator, acc, options, seed)))
         except EmbedcspError as exc:
             row.update({"verified" if strategy == "csp" else "ref_verified": False, error_key: str(exc)})
     # A speedup only between two programs that both computed the right answer.
-    if row["verified"] is True and row["ref_verified"] is True:
+    if row["verified"] is True and row.get("ref_verified") is True:
         row["speedup"] = round(row["ref_cycles"] / row["cycles"], 6)
     return row
 
 
 def row_ok(row: dict) -> bool:
-    return row.get("verified") is True and row.get("ref_verified") is True
+    """Ours verified, and the reference too where the family has one (no row of such a family
+    lacks `ref_verified`: a failure to compile it is recorded as False)."""
+    return row.get("verified") is True and row.get("ref_verified") is not False
 
 
 def _geomean(values: list[float]) -> float | None:
@@ -180,6 +188,7 @@ def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
     slowest_verify = max(ours, key=lambda r: r["verify_s"], default=None)
     return {
         "board": ", ".join(sorted({r["board"] for r in rows if r.get("board")})) or None,
+        "reference": any("ref_verified" in r for r in rows),  # False: a family without one
         "operators": len(rows),
         "verified": sum(row_ok(r) for r in rows),
         "failed": [r["name"] for r in rows if not row_ok(r)],
@@ -215,19 +224,27 @@ def _f(x: float | None, fmt: str, prefix: str = "") -> str:
 
 def summary_lines(s: dict, title: str = "DeepBench") -> list[str]:
     """The summary as the terminal and the markdown show it."""
+    reference = s.get("reference", True)
     lines = [
         (f"{title} on {s['board'] or 'n/a'}: {s['operators']} operators, {s['verified']} verified bit-exact "
-         f"with both strategies, {s['optimal']} solved OPTIMAL"),
-        (f"speedup over VTA's TVM mapping: geomean {_f(s['geomean_speedup'], '.3f', 'x')} over "
-         f"{s['speedup_operators']} operators; largest {_f(s['max_speedup'], '.3f', 'x')} "
-         f"({s['max_speedup_operator'] or 'n/a'})"),
-        (f"where the reference keeps < {s['low_utilization_threshold']:.0%} of its MACs useful: "
-         f"{s['low_utilization_operators']} operators, geomean speedup "
-         f"{_f(s['geomean_speedup_low_utilization'], '.3f', 'x')} over the "
-         f"{s['low_utilization_with_speedup']} with a speedup"),
+         + ("with both strategies" if reference else "(the family has no reference mapping)")
+         + f", {s['optimal']} solved OPTIMAL"),
+    ]
+    if reference:
+        lines += [
+            (f"speedup over the reference mapping: geomean {_f(s['geomean_speedup'], '.3f', 'x')} over "
+             f"{s['speedup_operators']} operators; largest {_f(s['max_speedup'], '.3f', 'x')} "
+             f"({s['max_speedup_operator'] or 'n/a'})"),
+            (f"where the reference keeps < {s['low_utilization_threshold']:.0%} of its MACs useful: "
+             f"{s['low_utilization_operators']} operators, geomean speedup "
+             f"{_f(s['geomean_speedup_low_utilization'], '.3f', 'x')} over the "
+             f"{s['low_utilization_with_speedup']} with a speedup"),
+        ]
+    lines += [
         (f"roofline efficiency: geomean {_f(s['geomean_roofline_efficiency'], '.3f')} ours "
-         f"({s['roofline_operators']} operators), {_f(s['ref_geomean_roofline_efficiency'], '.3f')} "
-         f"reference ({s['ref_roofline_operators']} operators)"),
+         f"({s['roofline_operators']} operators)"
+         + (f", {_f(s['ref_geomean_roofline_efficiency'], '.3f')} reference ({s['ref_roofline_operators']} "
+            "operators)" if reference else "")),
         (f"solve time: median {_f(s['median_solve_s'], '.3f')} s, max {_f(s['max_solve_s'], '.3f')} s "
          f"({s['slowest_solve'] or 'n/a'})"),
     ]
@@ -331,7 +348,7 @@ def write_plot(rows: list[dict], path: Path, title: str = "DeepBench") -> None:
             top.yaxis.set_minor_formatter(NullFormatter())
     else:
         top.text(0.5, 0.5, "no operator with a speedup", transform=top.transAxes, ha="center")
-    top.set_ylabel("speedup over VTA's TVM mapping")
+    top.set_ylabel("speedup over the reference mapping")
     bottom.set_ylabel("roofline efficiency")
     bottom.set_ylim(0, 1.05)
     top.set_title(f"{title}: {len(rows)} operators")
@@ -352,6 +369,7 @@ def write_plot(rows: list[dict], path: Path, title: str = "DeepBench") -> None:
 
 FORMAT = "embedcsp-bench/1"
 SUFFIXES = (".csv", ".json", ".md", ".png")
+DEFAULT_ACCELERATOR = "vta"  # the shipped default description's name: its files keep the plain stem
 _TITLE_NAMES = 4  # names a subset title lists before "and N more"
 
 
@@ -373,11 +391,17 @@ class Selection:
 
     @property
     def stem(self) -> str:
-        return f"deepbench_{self.suite}" if self.suite else f"deepbench_subset-{subset_tag(self.operators)}"
+        """deepbench_<suite> or deepbench_subset-<h>, after `<accelerator>_` for any accelerator
+        but the default VTA, so each accelerator's results sit beside the others."""
+        base = f"deepbench_{self.suite}" if self.suite else f"deepbench_subset-{subset_tag(self.operators)}"
+        if self.accelerator == DEFAULT_ACCELERATOR:
+            return base
+        return re.sub(r"[^A-Za-z0-9.-]+", "-", self.accelerator).strip("-") + "_" + base
 
     @property
     def short_title(self) -> str:
-        return f"DeepBench {self.suite or 'subset'}"
+        on = "" if self.accelerator == DEFAULT_ACCELERATOR else f" on {self.accelerator}"
+        return f"DeepBench {self.suite or 'subset'}{on}"
 
     @property
     def title(self) -> str:
@@ -385,7 +409,8 @@ class Selection:
             return self.short_title
         n, shown = len(self.operators), ", ".join(self.operators[:_TITLE_NAMES])
         more = f", and {n - _TITLE_NAMES} more" if n > _TITLE_NAMES else ""
-        return f"DeepBench subset ({n} operator{'s' * (n != 1)}: {shown}{more})"
+        on = "" if self.accelerator == DEFAULT_ACCELERATOR else f" on {self.accelerator}"
+        return f"DeepBench subset ({n} operator{'s' * (n != 1)}: {shown}{more}){on}"
 
     def as_dict(self) -> dict:
         return {"suite": self.suite, "operators": list(self.operators),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,12 +260,21 @@ def test_subset_never_overwrites_the_suite(tmp_path, fake_bench, monkeypatch):
     assert bench.run(bench.BenchConfig(suite="gemm", jobs=1, out=out)).files == full.files
 
 
+def _variant_named_vta(tmp_path) -> str:
+    """Another VTA description under the default's name: the same stem, another digest."""
+    text = (ROOT / "isa" / "vta_b2_i8_o32.toml").read_text()
+    file = tmp_path / "renamed.toml"
+    file.write_text(re.sub(r'(?m)^name\s*=.*$', 'name = "vta"', text, count=1))
+    return str(file)
+
+
 @pytest.mark.parametrize("change", [
     {"seed": 1},
     {"board": "ultra96"},
-    {"isa": str(ROOT / "isa" / "vta_b2_i8_o32.toml")},
+    {"isa": _variant_named_vta},
 ])
 def test_another_selection_is_refused_before_any_work(tmp_path, fake_bench, change):
+    change = {k: v(tmp_path) if callable(v) else v for k, v in change.items()}
     out = tmp_path / "b"
     bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out))
     stem = bench.BenchConfig(only=("gemm-device-4",)).selection().stem
@@ -272,6 +282,16 @@ def test_another_selection_is_refused_before_any_work(tmp_path, fake_bench, chan
     with pytest.raises(BadInput, match=f"will not overwrite .*{stem}.*holds another selection"):
         bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out, **change))
     assert len(fake_bench) == calls and _digests(out, stem) == before
+
+
+def test_another_accelerator_writes_beside_the_default(tmp_path, fake_bench):
+    out = tmp_path / "b"
+    vta = bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out))
+    other = bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=out,
+                                        isa=str(ROOT / "isa" / "vta_b2_i8_o32.toml")))
+    assert vta.selection.stem.startswith("deepbench_subset-")
+    assert other.selection.stem == "vta-b2-i8-o32_" + vta.selection.stem and other.note is None
+    assert other.selection.title.endswith(" on vta-b2-i8-o32")
 
 
 @pytest.mark.parametrize("damage, reason", [

@@ -35,7 +35,9 @@ class Roofline(Protocol):
 
 class Family(Protocol):
     name: str  # the `[accelerator] family` of its ISA files
-    reference: str  # what `--strategy reference` means on this family, for reports
+    # What `--strategy reference` means on this family, for reports; None: it has no fixed
+    # mapping (bench then runs the solver's embedding alone).
+    reference: str | None
     forms: tuple  # layout forms besides the packed matrix that its code generator emits
     # Epilogue names (reference.Epilogue.name: "wrap", "saturate", "requant/floor",
     # "requant/nearest_even", "int32") its hardware can apply; the first is the default.
