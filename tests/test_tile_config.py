@@ -91,10 +91,9 @@ def test_a_scalar_output_and_default_dtypes():
     assert cfg.tables()["dtypes"] == {"x": "int8", "y": "int8", "z": "int32"}
 
 
-def test_describe_names_lanes_memories_and_dma():
+def test_describe_names_rate_memories_and_dma():
     lines = describe(load_tile(ISA / "tile_grouped.toml").config)
-    assert lines[0] == "intrinsic  acc[g,o] += inp[g,i] * wgt[g,o,i]: 64 MACs every 1 cycle(s)"
-    assert "lane       g = 4: batched (inp, wgt, acc)" in lines
+    assert lines[0] == "rate       one instruction every 1 cycle(s): 64 MACs"
     assert "memory     wgt: 65536 B, 1024 slot(s) of one 4x4x4 int8 tile (64 B)" in lines
     assert lines[-1] == "dma        16 B/cycle"
 

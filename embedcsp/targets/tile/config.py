@@ -389,11 +389,8 @@ def load_tile(path: str | Path) -> Accelerator:
 
 def describe(cfg: TileConfig) -> list[str]:
     """What the family derives from a description, one fact a line (for `embedcsp isa show`)."""
-    p = cfg.pattern
-    lines = [f"intrinsic  {p.statement()}: {cfg.macs} MACs every {cfg.ii} cycle(s)"]
-    for d, e in p.lanes:
-        users = ", ".join(o.name for o in p.operands if d in o.dims)
-        lines.append(f"lane       {d} = {e}: {cfg.lane_kind(d)} ({users})")
+    # The statement and its lanes are the core's lines (`isa show`); the rate is the family's.
+    lines = [f"rate       one instruction every {cfg.ii} cycle(s): {cfg.macs} MACs"]
     for name in cfg.operand_names:
         shape = "x".join(str(e) for e in cfg.tile_shape(name)) or "scalar"
         lines.append(f"memory     {name}: {cfg.capacity(name)} B, {cfg.slots(name)} slot(s) of one "
