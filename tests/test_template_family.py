@@ -10,6 +10,7 @@ as it reaches any family."""
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, accumulate, random_inputs
 from embedcsp.targets import registry
+from embedcsp.targets.family import Family
 
 ROOT = Path(__file__).resolve().parents[1]
 ISA = ROOT / "isa" / "template_mma_8x8x8.toml"
@@ -120,8 +122,20 @@ def test_a_damaged_bundle_is_refused_with_exit_2(tmp_path):
     assert r.returncode == 2 and "insn_count" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_every_member_of_the_protocol_is_there():
+    fam = registry.family("TEMPLATE")
+    wanted = [n for n, v in vars(Family).items() if inspect.isfunction(v) and not n.startswith("_")]
+    wanted += list(Family.__annotations__)
+    for name in wanted:
+        assert hasattr(fam, name), f"the TEMPLATE family lacks {name}"
+        if name in vars(Family) and inspect.isfunction(vars(Family)[name]):
+            want = list(inspect.signature(vars(Family)[name]).parameters)[1:]
+            assert list(inspect.signature(getattr(fam, name)).parameters)[:len(want)] == want, name
+
+
 def test_what_the_family_refuses(tmp_path):
     acc = embedcsp.load_accelerator(ISA)
+    assert compile_operator(gemm(8, 8, 8), acc).options.board == "generic"  # its default_board
     with pytest.raises(NoEmbedding, match="no reference mapping"):
         compile_operator(gemm(8, 8, 8), acc, Options(strategy="reference"))
     with pytest.raises(BadInput, match="requant"):

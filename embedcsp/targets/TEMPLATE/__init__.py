@@ -61,6 +61,7 @@ class TemplateFamily:
     reference = None  # no fixed mapping to compare the solver with (`--strategy reference` is refused)
     forms: tuple = ()  # no layout besides the packed matrices of embedcsp.layout.element_map
     epilogues = ("int32", "wrap", "saturate")  # what WRITEBACK can apply; the first is the default
+    default_board = "generic"  # the cycle model's board when the user names none (cost.BOARDS)
 
     def load(self, doc, source):
         return _config.load(doc, source)
