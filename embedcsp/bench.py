@@ -49,7 +49,7 @@ import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from embedcsp import deepbench
@@ -139,13 +139,14 @@ def _reference(o: Outcome) -> dict:
 
 
 def evaluate(target: str | Case | Operator, isa: str | Path | None = None, time_limit: float = 10.0,
-             seed: int = 0, board: str = "pynq") -> dict:
+             seed: int = 0, board: str | None = None) -> dict:
     """One row: both strategies compiled, verified and costed. Errors become part of the row,
     so one failing operator never hides the rest of a sweep."""
     case = (deepbench_case(target) if isinstance(target, str)
             else target if isinstance(target, Case) else Case(target.describe(), target))
-    row: dict = {"name": case.name, **shape_columns(case.operator), "board": board}
     acc = load_accelerator(isa)
+    board = board or family(acc.family).default_board
+    row: dict = {"name": case.name, **shape_columns(case.operator), "board": board}
     strategies = [("csp", _ours, "error"), ("reference", _reference, "ref_error")]
     if family(acc.family).reference is None:  # a family without a fixed mapping: ours alone
         strategies = strategies[:1]
@@ -473,7 +474,7 @@ class BenchConfig:
     suite: str = "all"
     only: tuple[str, ...] = ()  # operator names; empty means the whole suite
     jobs: int = 2
-    board: str = "pynq"
+    board: str | None = None  # None: the accelerator family's default board
     out: Path = Path("bench")
     isa: str | None = None
     time_limit: float = 10.0
@@ -488,7 +489,11 @@ class BenchConfig:
     def selection(self) -> Selection:
         acc = load_accelerator(self.isa)
         return Selection(suite=None if self.only else self.suite, operators=tuple(self.names()),
-                         accelerator=acc.name, accelerator_sha256=acc.digest, board=self.board, seed=self.seed)
+                         accelerator=acc.name, accelerator_sha256=acc.digest, board=self.board_for(acc),
+                         seed=self.seed)
+
+    def board_for(self, acc) -> str:
+        return self.board or family(acc.family).default_board
 
     def provenance(self) -> dict:
         return {"embedcsp": __version__, "time_limit": self.time_limit,
@@ -505,7 +510,7 @@ class BenchConfig:
         if self.out.exists() and not self.out.is_dir():
             raise BadInput(f"--out {str(self.out)!r} exists and is not a directory")
         acc = load_accelerator(self.isa)
-        family(acc.family).check_board(self.board)
+        family(acc.family).check_board(self.board_for(acc))
 
 
 @dataclass(frozen=True)
@@ -606,6 +611,7 @@ def run(cfg: BenchConfig, console=None) -> BenchResult:
     """Check the options and the files the run would replace, evaluate every operator, write the four files."""
     cfg.check()
     selection = cfg.selection()
+    cfg = replace(cfg, board=selection.board)  # the family's default board, where none was named
     why = conflict(cfg.out, selection.stem, selection)
     if why:
         raise BadInput(f"bench will not overwrite {cfg.out / selection.stem}.*: {why}; "

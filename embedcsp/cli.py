@@ -81,7 +81,9 @@ RoundOpt = typer.Option(None, "--rounding", show_default=False,
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 StrategyOpt = typer.Option(Strategy.csp, "--strategy",
                            help="csp: the solver chooses; reference: VTA's fixed TVM layout (gemm only).")
-BoardOpt = typer.Option("pynq", "--board", help="Board of the cycle model: pynq (64-bit bus, 100 MHz) or ultra96.")
+BoardOpt = typer.Option(None, "--board", show_default=False,
+                        help="Board of the cycle model. VTA: pynq (64-bit bus, 100 MHz, the default) or "
+                             "ultra96; Gemmini: chipyard; tile: generic. `embedcsp isa show` lists them.")
 
 
 def _progress(as_json: bool) -> Progress:
@@ -111,7 +113,7 @@ def _epilogue(kind: Optional[EpilogueKind], shift: int, rounding: Optional[Round
 
 def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: float, seed: int,
            epilogue: Optional[EpilogueKind], shift: int, rounding: Optional[Rounding], as_json: bool,
-           board_name: str,
+           board_name: Optional[str],
            strategy: Strategy) -> None:
     try:
         check_time_limit(time_limit)
@@ -125,7 +127,8 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
         acc = load_accelerator(isa)
         options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
                           epilogue=_epilogue(epilogue, shift, rounding))
-        family(acc.family).check_board(board_name)  # refuse an unknown board before any work
+        # Refuse an unknown board before any work.
+        family(acc.family).check_board(board_name or family(acc.family).default_board)
         progress = _progress(as_json)
         try:
             outcome = solve_and_verify(op, acc, options, seed, progress)
@@ -158,7 +161,7 @@ def solve_gemm(
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
+    board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """C[M,N] = A[M,K] @ B[K,N], int8 x int8 summed in int32."""
     _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
@@ -181,7 +184,7 @@ def solve_conv2d(
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
+    board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
     def make() -> Operator:
@@ -205,7 +208,7 @@ def solve_deepbench(
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
-    board_name: str = BoardOpt, strategy: Strategy = StrategyOpt,
+    board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
     """Solve a DeepBench inference operator by name (see `embedcsp deepbench list`)."""
     _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
@@ -328,7 +331,7 @@ def bench_cmd(
     only: Optional[list[str]] = typer.Option(None, "--only", show_default=False,
                                              help="Just these operators (repeat it, or list names after it)."),
     jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core)."),
-    board_name: str = BoardOpt,
+    board_name: Optional[str] = BoardOpt,
     out: Path = typer.Option(Path("bench"), "--out",
                              help="Directory for deepbench_<suite>.* (whole suite) or deepbench_subset-<hash>.* "
                                   "(named operators): .csv/.json/.md/.png. Files of another selection "

@@ -31,7 +31,7 @@ class Options:
     epilogue: Epilogue | None = None  # None: the family's default (the first it lists)
     double_buffer: bool = True
     strategy: str = "csp"  # "csp": the solver chooses; "reference": VTA's fixed TVM mapping
-    board: str = "pynq"  # the cycle model's board, which also ranks the plans
+    board: str | None = None  # the cycle model's board, which also ranks the plans; None: the family's
     plan_candidates: int = 8  # best plans by estimate that the cycle model re-ranks
 
 
@@ -76,7 +76,10 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     if logical > MAX_DRAM_BYTES:
         raise BadInput(f"{op.describe()} has {logical / 2**30:.1f} GiB of tensors; embedcsp builds "
                        f"and checks DRAM images up to {MAX_DRAM_BYTES >> 30} GiB")
-    options = replace(options, epilogue=family_epilogue(acc, options.epilogue))
+    fam = family(acc.family)
+    options = replace(options, epilogue=family_epilogue(acc, options.epilogue),
+                      board=options.board or fam.default_board)
+    fam.check_board(options.board)
     seconds = {}
     t0 = time.perf_counter()
     progress.stage("solving the embedding")

@@ -240,9 +240,12 @@ def test_a_damaged_program_bin_is_refused(tmp_path):
 
 def test_boards_and_the_reference_are_refused_clearly():
     FAMILY.check_board("generic")
-    FAMILY.check_board(Options().board)  # the core's default name
-    with pytest.raises(BadInput, match="no board"):
-        FAMILY.check_board("ultra96")
+    assert FAMILY.default_board == "generic"
+    o = solve_and_verify(gemm(8, 8, 16), acc("tile_mma_16x8x16"), Options(), seed=1)
+    assert o.compiled.options.board == "generic"  # no board named: the family's
+    for name in ("ultra96", "pynq"):
+        with pytest.raises(BadInput, match="no board"):
+            FAMILY.check_board(name)
     with pytest.raises(NoEmbedding, match="no reference mapping"):
         FAMILY.reference_pins(gemm(4, 4, 4))
     assert FAMILY.epilogues[0] == "int32" and set(FAMILY.epilogues) == {"int32", "wrap", "saturate"}

@@ -42,6 +42,7 @@ class Family(Protocol):
     # Epilogue names (reference.Epilogue.name: "wrap", "saturate", "requant/floor",
     # "requant/nearest_even", "int32") its hardware can apply; the first is the default.
     epilogues: tuple[str, ...]
+    default_board: str  # the board of its cycle model when the user names none
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """A parsed ISA file to a validated Accelerator; IsaError naming `source` otherwise."""

@@ -60,6 +60,7 @@ class GemminiFamily:
                  "channels, reduction = K or input channels, filter taps as loops), solved pinned")
     forms: tuple = ()  # only the packed matrix form
     epilogues = ("saturate", "requant/nearest_even", "int32")
+    default_board = "chipyard"  # timing.DEFAULT_BOARD: a nominal 1 GHz Chipyard SoC
 
     def load(self, doc: dict, source: str) -> Accelerator:
         """An ISA file's tables ([accelerator], [gemmini_config]) to an Accelerator."""

@@ -34,6 +34,7 @@ class VtaFamily:
     name = "vta"
     # STORE keeps an accumulator's low 8 bits; the ALU can shift (arithmetically) and clip first.
     epilogues = ("wrap", "requant/floor", "saturate")
+    default_board = "pynq"
     reference = "VTA's fixed TVM mapping, solved with the mapping pinned"
 
     def load(self, doc: dict, source: str) -> Accelerator:
