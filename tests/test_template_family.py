@@ -75,13 +75,16 @@ def test_every_epilogue_gives_the_ground_truth(kind):
     assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
-def test_a_statement_in_any_dim_order_with_a_batched_dim(tmp_path):
-    """Operands whose dims are not in class order, and a dim in all three: the tiles are
-    stored class-major and the model transposes them back to the statement's order."""
+@pytest.mark.parametrize("statement, lanes", [
+    ("o[g,n,m] += w[g,k,n] * a[g,m,k]", "g = 2, m = 3, n = 5, k = 4"),
+    ("c[] += a[k] * b[k]", "k = 6"),  # a dot product: a scalar output tile
+])
+def test_a_statement_in_any_dim_order_with_a_batched_dim(tmp_path, statement, lanes):
+    """Operands whose dims are not in class order, a dim in all three, a scalar output: the
+    tiles are stored class-major and the model transposes them to the statement's order."""
     isa = tmp_path / "odd.toml"
-    isa.write_text('[accelerator]\nname = "odd"\nfamily = "TEMPLATE"\n'
-                   '[intrinsic]\nstatement = "o[g,n,m] += w[g,k,n] * a[g,m,k]"\n'
-                   'lanes = { g = 2, m = 3, n = 5, k = 4 }\n'
+    isa.write_text(f'[accelerator]\nname = "odd"\nfamily = "TEMPLATE"\n'
+                   f'[intrinsic]\nstatement = "{statement}"\nlanes = {{ {lanes} }}\n'
                    '[template_config]\nbytes_per_cycle = 8\nmacs_per_cycle = 64\n')
     acc = embedcsp.load_accelerator(isa)
     for op in (gemm(13, 9, 17), conv2d(1, 4, 5, 5, 7, 3, 3, 1, 1, 1, 1)):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedcsp.embedding import Embedding
-from embedcsp.errors import BadInput
+from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.layout import element_map
 
 from .config import CLASSES, TemplateConfig
@@ -102,6 +102,8 @@ def build(embedding: Embedding, options) -> tuple[Plan, Program]:
     family would rank tilings with its cycle model and raise NoEmbedding if none fits)."""
     cfg: TemplateConfig = embedding.accelerator.config
     epilogue = options.epilogue.kind  # the core has checked it is one of FAMILY.epilogues
+    if epilogue not in EPILOGUE_CODES:
+        raise NoEmbedding(f"WRITEBACK applies {', '.join(EPILOGUE_CODES)}, not {options.epilogue.name}")
     counts = tuple(embedding.axis_length(c) if c in embedding.classes else 1 for c in CLASSES)
     n = counts[0] * counts[1] * counts[2] * counts[3]
     if n + 1 > MAX_RECORDS:

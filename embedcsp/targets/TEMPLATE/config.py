@@ -79,7 +79,7 @@ def _positive(table: dict, key: str, source: str) -> int:
 
 def config_from_doc(doc: dict, source: str) -> TemplateConfig:
     """A parsed ISA file (or a bundle's copy of its tables) to a TemplateConfig; IsaError otherwise."""
-    check_keys(doc, "the file", ("accelerator", "intrinsic", TABLE), ("accelerator", "intrinsic", TABLE),
+    check_keys(doc, "top-level table", ("accelerator", "intrinsic", TABLE), ("accelerator", "intrinsic", TABLE),
                source)
     for label in ("intrinsic", TABLE):
         if not isinstance(doc[label], dict):
