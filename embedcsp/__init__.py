@@ -36,7 +36,7 @@ from embedcsp.errors import (
 from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Compiled, Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs
-from embedcsp.report import Outcome, host_transforms, solve_and_verify
+from embedcsp.pipeline import Outcome, host_transforms, solve_and_verify
 from embedcsp.targets.vta.config import VtaConfig, vta_accelerator
 from embedcsp.verify import ProgramRun, Verification, run_program
 

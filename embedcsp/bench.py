@@ -59,7 +59,7 @@ from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
 from embedcsp.pipeline import Options, check_seed, check_time_limit
-from embedcsp.report import Outcome, solve_and_verify
+from embedcsp.pipeline import Outcome, solve_and_verify
 from embedcsp.targets.registry import family
 
 COLUMNS = [

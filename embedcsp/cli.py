@@ -28,7 +28,8 @@ from embedcsp.operator import Operator, conv2d, gemm
 from embedcsp.pipeline import Options, check_seed, check_time_limit
 from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import MAX_SHIFT, Epilogue
-from embedcsp.report import outcome_dict, outcome_text, solve_and_verify
+from embedcsp.pipeline import solve_and_verify
+from embedcsp.report import outcome_dict, outcome_text
 from embedcsp.targets.registry import family
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

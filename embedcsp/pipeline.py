@@ -2,6 +2,8 @@
 
     operator --solve_embedding--> Embedding --check_scalar--> Embedding
              --family.build (plans, programs, ranked by the family's cycle model)--> Plan, Program
+             --family.execute + ground truth (verify.run_program)--> Verification
+             --family.cost, family.roofline--> Timing, Roofline        (solve_and_verify: an Outcome)
 
 Each stage is a pure function of frozen data; `compile_operator` only chains
 them and times each one.
@@ -14,14 +16,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from embedcsp.accelerator import Accelerator
 from embedcsp.csp import Pins, SolveReport, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import MAX_DRAM_BYTES, Operator
 from embedcsp.progress import SILENT, Progress
-from embedcsp.reference import Epilogue
+from embedcsp.reference import Epilogue, random_inputs
 from embedcsp.targets.registry import family
+from embedcsp.verify import Verification, run_program
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,41 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
     return Compiled(op, acc, options, embedding, report, plan, program, seconds)
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    compiled: Compiled
+    verification: Verification
+    transforms: list[HostTransform]
+    inputs: dict[str, np.ndarray]
+    seed: int
+    timing: Any  # the family's cycle model: .cycles, .seconds, .as_dict()
+    roofline: Any  # the family's bound: .cycles, .efficiency(cycles)
+
+
+def host_transforms(compiled: Compiled) -> list[HostTransform]:
+    """What the host does to each input tensor to lay it out for the accelerator.
+
+    A family's program has `element_maps`, keyed by pattern operand (docs/targets.md)."""
+    emb, op = compiled.embedding, compiled.operator
+    return [host_transform(emb.bound[q.name], op.tensor(emb.bound[q.name]).size,
+                           compiled.program.element_maps[q.name])
+            for q in compiled.accelerator.pattern.inputs]
+
+
+def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
+                     progress: Progress = SILENT) -> Outcome:
+    """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
+    compiled = compile_operator(op, acc, options, progress)
+    inputs = random_inputs(op, seed)
+    progress.stage("verifying in the functional model")
+    verification = run_program(compiled, inputs, progress).verification
+    progress.stage("costing")
+    transforms = host_transforms(compiled)
+    fam = family(acc.family)
+    timing, bound = fam.cost(compiled), fam.roofline(compiled)
+    return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
 def family_epilogue(acc: Accelerator, epilogue: Epilogue | None) -> Epilogue:

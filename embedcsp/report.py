@@ -1,56 +1,12 @@
-"""Solve, verify and describe one operator: shared by the CLI and the DeepBench script."""
+"""Reports of a solved and verified operator (`embedcsp.pipeline.Outcome`): the text the CLI
+prints, the `--json` document and the provenance every manifest carries. Formatting only: the
+stages that produce an Outcome are pipeline.py's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-
 from embedcsp.__about__ import __version__
-from embedcsp.accelerator import Accelerator
-from embedcsp.layout import HostTransform, host_transform
-from embedcsp.operator import Operator
-from embedcsp.pipeline import Compiled, Options, compile_operator
-from embedcsp.progress import SILENT, Progress
-from embedcsp.reference import random_inputs
+from embedcsp.pipeline import Compiled, Outcome
 from embedcsp.targets.registry import family
-from embedcsp.verify import Verification, run_program
-
-
-@dataclass(frozen=True, eq=False)
-class Outcome:
-    compiled: Compiled
-    verification: Verification
-    transforms: list[HostTransform]
-    inputs: dict[str, np.ndarray]
-    seed: int
-    timing: Any  # the family's cycle model: .cycles, .seconds, .as_dict()
-    roofline: Any  # the family's bound: .cycles, .efficiency(cycles)
-
-
-def host_transforms(compiled: Compiled) -> list[HostTransform]:
-    """What the host does to each input tensor to lay it out for the accelerator.
-
-    A family's program has `element_maps`, keyed by pattern operand (docs/targets.md)."""
-    emb, op = compiled.embedding, compiled.operator
-    return [host_transform(emb.bound[q.name], op.tensor(emb.bound[q.name]).size,
-                           compiled.program.element_maps[q.name])
-            for q in compiled.accelerator.pattern.inputs]
-
-
-def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int = 0,
-                     progress: Progress = SILENT) -> Outcome:
-    """Compile, execute in the functional model on random inputs and compare bit for bit, then cost."""
-    compiled = compile_operator(op, acc, options, progress)
-    inputs = random_inputs(op, seed)
-    progress.stage("verifying in the functional model")
-    verification = run_program(compiled, inputs, progress).verification
-    progress.stage("costing")
-    transforms = host_transforms(compiled)
-    fam = family(acc.family)
-    timing, bound = fam.cost(compiled), fam.roofline(compiled)
-    return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 
 def provenance(compiled: Compiled, seed: int) -> dict:

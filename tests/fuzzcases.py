@@ -149,7 +149,7 @@ class Case:
                 f"from embedcsp.operator import {self.kind}\n"
                 f"from embedcsp.pipeline import Options\n"
                 f"from embedcsp.reference import Epilogue\n"
-                f"from embedcsp.report import solve_and_verify\n"
+                f"from embedcsp.pipeline import solve_and_verify\n"
                 f"acc = vta_accelerator(VtaConfig(**{self.config!r}))\n"
                 f"op = {self.kind}(**{_op_kwargs(self.kind, self.params)!r})\n"
                 f"o = solve_and_verify(op, acc, Options(time_limit={self.time_limit}, seed={self.solver_seed}, "
@@ -253,7 +253,7 @@ def run_case(case: Case, independent: bool = True) -> Result:
     from embedcsp.errors import ProgramError
     from embedcsp.pipeline import Options
     from embedcsp.reference import Epilogue
-    from embedcsp.report import solve_and_verify
+    from embedcsp.pipeline import solve_and_verify
 
     start = time.perf_counter()
     try:

@@ -22,7 +22,7 @@ from embedcsp.errors import BadInput
 from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.execute import verify_program
 
 ACC = load_accelerator()

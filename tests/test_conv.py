@@ -20,7 +20,7 @@ from embedcsp.errors import BadInput
 from embedcsp.operator import conv2d
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue, accumulate, random_inputs
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 
 ACC = load_accelerator()
 

@@ -18,7 +18,7 @@ from embedcsp.csp import solve_embedding
 from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import MEM_INP
 from embedcsp.targets.vta.direct import MAX_UNROLL, _Tile, _unroll, direct_unsupported
 from embedcsp.targets.vta.encoding import GemmInsn, MemInsn

@@ -11,7 +11,7 @@ from embedcsp.embedding import check_scalar
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import MEM_INP, MEM_WGT
 from embedcsp.targets.vta.encoding import FinishInsn, GemmInsn
 from embedcsp.targets.vta.functional import run

@@ -20,7 +20,7 @@ from embedcsp.errors import BadInput, ProgramError
 from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.report import host_transforms
+from embedcsp.pipeline import host_transforms
 from embedcsp.targets.gemmini import FAMILY
 from embedcsp.targets.gemmini.batch import run_entries
 from embedcsp.targets.gemmini.build import best_program

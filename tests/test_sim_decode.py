@@ -20,7 +20,7 @@ from embedcsp.errors import ProgramError
 from embedcsp.operator import gemm
 from embedcsp.pipeline import Options
 from embedcsp.reference import Epilogue
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import VtaConfig, validate_config
 from embedcsp.targets.vta.decode import decode_insn, decode_program, decode_uops
 from embedcsp.targets.vta.encoding import (

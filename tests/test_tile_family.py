@@ -17,7 +17,7 @@ from embedcsp.errors import BadInput, NoEmbedding, ProgramError
 from embedcsp.operator import conv2d, gemm
 from embedcsp.pipeline import Options, compile_operator
 from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.report import solve_and_verify
+from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.registry import family
 from embedcsp.targets.tile import model
 from embedcsp.targets.tile.batched import run_program_batched
