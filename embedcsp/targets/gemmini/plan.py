@@ -29,6 +29,7 @@ from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import MAX_DRAM_BYTES
 from embedcsp.targets.gemmini.config import MAX_ARRAY_PRODUCTS, GemminiConfig
+from embedcsp.targets.tiling import candidate_extents
 
 WS, OS = "ws", "os"
 
@@ -148,20 +149,6 @@ def fits(cfg: GemminiConfig, rows: int, cols: int, reds: int, slots: int) -> boo
             and slots * rows * cols * d <= cfg.acc_rows)
 
 
-def candidate_extents(n: int, cap: int) -> list[int]:
-    """Tile extents worth trying: powers of two and even splits of n, within cap."""
-    if cap < 1:
-        return []
-    out = {min(n, cap)}
-    p = 1
-    while p <= min(n, cap):
-        out.add(p)
-        p *= 2
-    for parts in range(1, 9):
-        t = -(-n // parts)
-        if t <= cap:
-            out.add(t)
-    return sorted(out)
 
 
 def axes(emb: Embedding) -> tuple[Axis, Axis, Axis]:

@@ -23,6 +23,7 @@ from itertools import permutations, product
 from embedcsp.errors import NoEmbedding
 from embedcsp.targets.tile.blocked import Blocked
 from embedcsp.targets.tile.timing import DMA_RUN, ISSUE
+from embedcsp.targets.tiling import candidate_extents
 
 
 @dataclass(frozen=True)
@@ -104,19 +105,6 @@ def estimate(plan: Plan) -> int:
     return int(max(compute, loads + stores) + fill + drain + serial)
 
 
-def candidate_sizes(n: int, cap: int) -> list[int]:
-    """Block sizes worth trying along a class of n instances: powers of two and even splits."""
-    cap = min(cap, n)
-    out = {cap}
-    p = 1
-    while p <= cap:
-        out.add(p)
-        p *= 2
-    for parts in range(1, 9):
-        t = -(-n // parts)
-        if t <= cap:
-            out.add(t)
-    return sorted(out)
 
 
 def candidate_plans(b: Blocked, bias: bool, epilogue: str, count: int = 8) -> list[Plan]:
@@ -130,7 +118,7 @@ def candidate_plans(b: Blocked, bias: bool, epilogue: str, count: int = 8) -> li
     classes = b.classes
     # The largest block along a class: every operand moving along it must hold one.
     caps = {c: min(slots[q] for q, axes in b.axes if c in axes) for c in classes}
-    sizes = [candidate_sizes(b.count(c), caps[c]) for c in classes]
+    sizes = [candidate_extents(b.count(c), caps[c]) for c in classes]
     outer = [c for c in classes if c != "red"]
     orders = [(*p, "red") if "red" in classes else p for p in permutations(outer)]
     scored = []

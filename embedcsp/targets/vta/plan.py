@@ -18,6 +18,7 @@ import numpy as np
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.operator import MAX_DRAM_BYTES
+from embedcsp.targets.tiling import candidate_extents as shared_extents
 from embedcsp.targets.vta.config import (
     LOOP_ITER_BITS,
     MEM_ACC,
@@ -84,20 +85,8 @@ def _hazard_free(n_rows: int, n_cols: int, n_reds: int, tr: int, tc: int, tl: in
 
 
 def candidate_extents(n: int, cap: int) -> list[int]:
-    """Tile extents worth trying: powers of two and even splits of n, within cap and MAX_LOOP."""
-    cap = min(cap, MAX_LOOP)
-    if cap < 1:
-        return []
-    out = {min(n, cap)}
-    p = 1
-    while p <= min(n, cap):
-        out.add(p)
-        p *= 2
-    for parts in range(1, 9):
-        t = -(-n // parts)
-        if t <= cap:
-            out.add(t)
-    return sorted(out)
+    """Tile extents worth trying (targets/tiling.py), also within MAX_LOOP."""
+    return shared_extents(n, min(cap, MAX_LOOP))
 
 
 def uop_budget(tiling: Tiling) -> int:
