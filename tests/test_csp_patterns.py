@@ -4,22 +4,27 @@ pattern, and its padding objective matches a brute force over every whole-dim pl
 from __future__ import annotations
 
 from itertools import product
+from pathlib import Path
 
 import pytest
 
-from embedcsp.accelerator import Accelerator
+from embedcsp.accelerator import Accelerator, load_accelerator
 from embedcsp.csp import solve_embedding
-from embedcsp.embedding import Embedding, LaneGroup, Loop, check_scalar, sample_instances
+from embedcsp.embedding import (
+    Embedding,
+    LaneGroup,
+    Loop,
+    check_scalar,
+    sample_instances,
+)
 from embedcsp.operator import Dim, Operator, Tensor, conv2d, gemm, idx
 from embedcsp.pattern import parse_pattern
 
+ISA = Path(__file__).resolve().parents[1] / "isa"
+# The shipped tile files (the issue's five instructions), by file name, and patterns of our own.
+FILES = ("tile_mma_16x8x16", "tile_8x8x32", "tile_matvec", "tile_dot4", "tile_grouped")
 PATTERNS = {
-    "mma-16x8x16": ("c[m,n] += a[m,k] * b[k,n]", {"m": 16, "n": 8, "k": 16}),
-    "mma-8x8x32": ("c[m,n] += a[m,k] * b[k,n]", {"m": 8, "n": 8, "k": 32}),
-    "matvec-16x16": ("y[m] += A[m,k] * x[k]", {"m": 16, "k": 16}),
-    "dot-4": ("z[u] += x[u,k] * y[k]", {"u": 1, "k": 4}),
-    # a batched lane: g indexes all three operands
-    "grouped-4x4x4": ("acc[g,o] += inp[g,i] * wgt[g,o,i]", {"g": 4, "o": 4, "i": 4}),
+    "dot-4 with a unit lane": ("z[u] += x[u,k] * y[k]", {"u": 1, "k": 4}),
     # two dims of one class: x and y both index the output and the first input
     "2d-rows": ("c[x,y,n] += a[x,y,k] * b[k,n]", {"x": 2, "y": 4, "n": 4, "k": 8}),
 }
@@ -42,6 +47,8 @@ OPERATORS = {
 
 
 def accelerator(name: str) -> Accelerator:
+    if name in FILES:
+        return load_accelerator(ISA / f"{name}.toml")
     statement, lanes = PATTERNS[name]
     return Accelerator(name, "test", parse_pattern(statement, lanes), None, "test")
 
@@ -87,7 +94,7 @@ def brute_force_padding(op: Operator, acc: Accelerator) -> int:
 
 # Every pair but the 7-dim conv on the 5-place 2d-rows pattern (78k placements a binding,
 # a minute of brute force); test_two_pattern_dims_... covers that pattern on a conv.
-PAIRS = [(p, o) for p in sorted(PATTERNS) for o in sorted(OPERATORS) if (p, o) != ("2d-rows", "conv C=3 3x3")]
+PAIRS = [(p, o) for p in (*FILES, *PATTERNS) for o in sorted(OPERATORS) if (p, o) != ("2d-rows", "conv C=3 3x3")]
 
 
 @pytest.mark.parametrize("pattern, operator", PAIRS)
@@ -102,7 +109,7 @@ def test_padding_is_the_best_whole_dim_placement(pattern, operator):
 
 
 def test_the_report_names_the_instructions_own_dims():
-    emb, _ = solve_embedding(gemm(35, 20, 50), accelerator("mma-16x8x16"), forms=())
+    emb, _ = solve_embedding(gemm(35, 20, 50), accelerator("tile_mma_16x8x16"), forms=())
     text = "\n".join(emb.describe())
     assert "m lanes (16)" in text and "k lanes (16)" in text and "layout: the host packs a" in text
 
@@ -110,7 +117,7 @@ def test_the_report_names_the_instructions_own_dims():
 def test_a_grouped_instruction_duplicates_one_input_to_fill_its_groups():
     """On a GEMM, the grouped instruction's g lanes take m or n, the other input repeated per
     group (host duplication): every lane busy, where an unused g would waste 3 in 4."""
-    emb, report = solve_embedding(gemm(32, 16, 64), accelerator("grouped-4x4x4"), forms=())
+    emb, report = solve_embedding(gemm(32, 16, 64), accelerator("tile_grouped"), forms=())
     assert emb.efficiency == 1.0 and report.status == "OPTIMAL"
     (g,) = emb.groups_of("bat")
     assert g.lane == "g" and g.dims in (("m",), ("n",))
@@ -118,7 +125,7 @@ def test_a_grouped_instruction_duplicates_one_input_to_fill_its_groups():
 
 
 def test_a_batched_operator_dim_rides_the_batched_lanes():
-    emb, _ = solve_embedding(bmm(8, 4, 4, 4), accelerator("grouped-4x4x4"), forms=())
+    emb, _ = solve_embedding(bmm(8, 4, 4, 4), accelerator("tile_grouped"), forms=())
     assert emb.efficiency == 1.0
     (g,) = emb.groups_of("bat")
     assert "b" in g.dims or any(lp.dim == "b" and lp.role == "bat" for lp in emb.loops)
