@@ -30,7 +30,14 @@ from embedcsp.errors import BadInput
 from embedcsp.layout import HostTransform
 from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
 from embedcsp.pipeline import Compiled
-from embedcsp.reference import EPILOGUES, MAX_SHIFT, ROUNDINGS, Epilogue, random_inputs, reference_output
+from embedcsp.reference import (
+    EPILOGUES,
+    MAX_SHIFT,
+    ROUNDINGS,
+    Epilogue,
+    random_inputs,
+    reference_output,
+)
 from embedcsp.report import provenance
 from embedcsp.targets.registry import family
 from embedcsp.verify import Verification, compare
@@ -108,6 +115,17 @@ def write_bundle(out: Path, compiled: Compiled, inputs: dict[str, np.ndarray], s
                  verification: Verification | None, transforms: list[HostTransform]) -> None:
     """Write the bundle; after a failed verification it is marked (status and a FAILED file)."""
     out = Path(out)
+    op = compiled.operator
+    try:
+        canonical = operator_from_params(op.kind, op.param_dict) == op
+    except (BadInput, KeyError):
+        canonical = False
+    if not canonical:
+        # The manifest names an operator by kind and parameters, which a reader rebuilds: it
+        # must mean what this operator's access maps say.
+        raise BadInput(f"{op.describe()}: a bundle records gemm or conv2d by its parameters, and this "
+                       "operator's access maps say something else (a statement in the manifest is "
+                       "not supported yet)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         program_bin, image, layout = family(compiled.accelerator.family).bundle_files(compiled, inputs)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedcsp import truth
 from embedcsp.errors import BadInput
-from embedcsp.operator import Operator
+from embedcsp.operator import Operator, operator_from_params
 
 EPILOGUES = ("wrap", "saturate", "requant", "int32")
 ROUNDINGS = ("floor", "nearest_even")
@@ -121,12 +122,25 @@ def _wrap32(x: np.ndarray) -> np.ndarray:
 
 
 def accumulate(op: Operator, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The int32 accumulator value of every output element."""
-    if op.kind == "gemm":
-        return _wrap32(_exact_matmul(inputs["A"], inputs["B"]))
-    if op.kind == "conv2d":
+    """The int32 accumulator value of every output element.
+
+    The operator's statement decides (embedcsp/truth.py, which reads only its access maps).
+    The fast GEMM and conv2d paths below serve only an operator that is exactly what its
+    kind and parameters build (tests/test_truth.py checks the two agree), so an operator
+    whose maps say something else (a dilated conv labelled conv2d) gets its own semantics.
+    """
+    if op.kind in ("gemm", "conv2d") and _is_canonical(op):
+        if op.kind == "gemm":
+            return _wrap32(_exact_matmul(inputs["A"], inputs["B"]))
         return _wrap32(_conv_sum(op, inputs["data"], inputs["weight"]))
-    raise ValueError(f"no reference for operator kind {op.kind!r}")
+    return truth.accumulate(op, inputs)
+
+
+def _is_canonical(op: Operator) -> bool:
+    try:
+        return operator_from_params(op.kind, op.param_dict) == op
+    except (BadInput, KeyError):
+        return False
 
 
 def _conv_sum(op: Operator, data: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 
 from embedcsp.embedding import Embedding
 from embedcsp.errors import NoEmbedding
-from embedcsp.operator import Operator
+from embedcsp.operator import Operator, operator_from_params
 from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_INP,
@@ -59,6 +59,10 @@ def direct_unsupported(op: Operator) -> str | None:
     """Why the operator has no direct form, or None when it has one."""
     if op.kind != "conv2d":
         return f"{op.kind} has no filter window"
+    # The form's address arithmetic is conv2d's geometry from the parameters; an operator
+    # whose access maps say more (dilation, asymmetric padding) is left to the matrix form.
+    if operator_from_params("conv2d", op.param_dict) != op:
+        return "its access maps are not those of a plain conv2d of its parameters"
     return None
 
 
