@@ -25,6 +25,7 @@ from embedcsp.__about__ import __version__
 from embedcsp.accelerator import Accelerator, load_accelerator
 from embedcsp.bundle import Bundle, BundleRun, check_inputs, read_bundle, run_bundle
 from embedcsp.bundle import write_bundle as _write_bundle
+from embedcsp.einsum import einsum
 from embedcsp.errors import (
     BadInput,
     EmbedcspError,
@@ -34,16 +35,22 @@ from embedcsp.errors import (
     SolverTimeout,
 )
 from embedcsp.operator import Operator, conv2d, gemm
-from embedcsp.pipeline import Compiled, Options, compile_operator
+from embedcsp.pipeline import (
+    Compiled,
+    Options,
+    Outcome,
+    compile_operator,
+    host_transforms,
+    solve_and_verify,
+)
 from embedcsp.reference import Epilogue, random_inputs
-from embedcsp.pipeline import Outcome, host_transforms, solve_and_verify
 from embedcsp.targets.vta.config import VtaConfig, vta_accelerator
 from embedcsp.verify import ProgramRun, Verification, run_program
 
 __all__ = [
     "Accelerator", "BadInput", "Bundle", "BundleRun", "Compiled", "EmbedcspError", "Epilogue",
     "IsaError", "NoEmbedding", "Operator", "Options", "Outcome", "ProgramError", "ProgramRun",
-    "SolverTimeout", "Verification", "VtaConfig", "__version__", "compile_operator", "conv2d",
+    "SolverTimeout", "Verification", "VtaConfig", "__version__", "compile_operator", "conv2d", "einsum",
     "gemm", "load_accelerator", "read_bundle", "run", "run_bundle", "solve_and_verify",
     "vta_accelerator", "write_bundle",
 ]

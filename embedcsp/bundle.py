@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
+from embedcsp.einsum import einsum
 from embedcsp.errors import BadInput
 from embedcsp.layout import HostTransform
 from embedcsp.operator import MAX_EXTENT, Operator, Tensor, operator_from_params
@@ -77,7 +78,7 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
     doc = {
         "format": FORMAT,
         **family(compiled.accelerator.family).bundle_manifest(compiled),
-        "operator": {"kind": op.kind, **op.param_dict},
+        "operator": operator_table(op),
         "epilogue": compiled.options.epilogue.manifest(),
         "program": "program.bin",
         "dram": "dram.bin",
@@ -116,16 +117,17 @@ def write_bundle(out: Path, compiled: Compiled, inputs: dict[str, np.ndarray], s
     """Write the bundle; after a failed verification it is marked (status and a FAILED file)."""
     out = Path(out)
     op = compiled.operator
+    table = operator_table(op)
     try:
-        canonical = operator_from_params(op.kind, op.param_dict) == op
+        same = rebuild_operator(op.kind, op.param_dict, table["statement"], table["dims"],
+                                table["shapes"]) == op
     except (BadInput, KeyError):
-        canonical = False
-    if not canonical:
-        # The manifest names an operator by kind and parameters, which a reader rebuilds: it
-        # must mean what this operator's access maps say.
+        same = False
+    if not same:
+        # A reader rebuilds a named operator from its parameters: they must mean what this
+        # operator's access maps say.
         raise BadInput(f"{op.describe()}: a bundle records gemm or conv2d by its parameters, and this "
-                       "operator's access maps say something else (a statement in the manifest is "
-                       "not supported yet)")
+                       "operator's access maps say something else; build it with embedcsp.einsum")
     try:
         out.mkdir(parents=True, exist_ok=True)
         program_bin, image, layout = family(compiled.accelerator.family).bundle_files(compiled, inputs)
@@ -242,17 +244,49 @@ def _read_manifest(path: Path) -> dict:
     return doc
 
 
+def operator_table(op: Operator) -> dict:
+    """The manifest's `operator`: a named operator's parameters, and for every operator the
+    statement, the dims' extents and the tensors' shapes, from which any simulator can
+    compute the expected outputs (docs/bundle-format.md)."""
+    named = {} if op.kind == "einsum" else op.param_dict
+    return {"kind": op.kind, **named, "statement": op.statement(), "dims": dict(op.extents),
+            "shapes": {t.name: list(t.shape) for t in op.tensors}}
+
+
+def rebuild_operator(op_kind: str, params: dict, statement: str, dims: dict, shapes: dict) -> Operator:
+    """What a manifest's operator table names; BadInput if its parts disagree."""
+    if op_kind == "einsum":
+        return einsum(statement, dims, {k: tuple(v) for k, v in shapes.items()})
+    return operator_from_params(op_kind, params)
+
+
 def _operator(m: _Manifest) -> Operator:
     table = m.obj(m.doc, "operator", "operator")
     kind = m.str_(table, "kind", "operator.kind")
-    if kind not in _PARAMS:
-        raise m.bad(f"unknown operator kind {kind!r}: expected 'gemm' or 'conv2d'")
+    if kind not in (*_PARAMS, "einsum"):
+        raise m.bad(f"unknown operator kind {kind!r}: expected 'gemm', 'conv2d' or 'einsum'")
     # Sizes below 1 (or pads below 0) are the operator's to refuse; nothing is beyond MAX_EXTENT.
-    params = {k: m.int_(table, k, f"operator.{k}", None, MAX_EXTENT) for k in _PARAMS[kind]}
+    params = {k: m.int_(table, k, f"operator.{k}", None, MAX_EXTENT) for k in _PARAMS.get(kind, ())}
+    statement = dims = shapes = None
+    if kind == "einsum" or "statement" in table:  # bundles before statements were recorded lack it
+        statement = m.str_(table, "statement", "operator.statement")
+        dims = {k: m.int_(m.obj(table, "dims", "operator.dims"), k, f"operator.dims.{k}", 1, MAX_EXTENT)
+                for k in m.obj(table, "dims", "operator.dims")}
+        shapes_table = m.obj(table, "shapes", "operator.shapes")
+        shapes = {}
+        for name in shapes_table:
+            value = shapes_table[name]
+            if not (isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
+                raise m.bad(f"operator.shapes.{name} must be a list of whole numbers")
+            shapes[name] = value
     try:
-        return operator_from_params(kind, params)
+        op = rebuild_operator(kind, params, statement or "", dims or {}, shapes or {})
     except BadInput as exc:
         raise m.bad(f"operator: {exc}") from None
+    if statement is not None and operator_table(op) != {**table}:
+        raise m.bad(f"operator: its statement, dims and shapes do not match {op.describe()} "
+                    f"(the operator it names is {op.statement()!r})")
+    return op
 
 
 def _epilogue(m: _Manifest) -> Epilogue:
@@ -384,8 +418,8 @@ def participating(op: Operator, t: Tensor) -> int:
         rows = covered(prm["H"], ext["p"], prm["stride_h"], prm["R"], prm["pad_h"])
         cols = covered(prm["W"], ext["q"], prm["stride_w"], prm["S"], prm["pad_w"])
         return prm["N"] * prm["C"] * rows * cols
-    if op.kind == "conv2d":
-        return 0  # weights that meet only padding need not be stored
+    if op.kind != "gemm":
+        return 0  # weights that meet only padding, or elements a stride skips, need not be stored
     return t.size
 
 

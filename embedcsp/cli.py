@@ -23,12 +23,12 @@ from embedcsp import bench, deepbench
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
+from embedcsp.einsum import einsum, parse_extents, parse_shapes
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
 from embedcsp.operator import Operator, conv2d, gemm
-from embedcsp.pipeline import Options, check_seed, check_time_limit
+from embedcsp.pipeline import Options, check_seed, check_time_limit, solve_and_verify
 from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import MAX_SHIFT, Epilogue
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.report import outcome_dict, outcome_text
 from embedcsp.targets.registry import family
 
@@ -201,6 +201,25 @@ def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], de
     if both is not None:
         return both, both
     return (default if h is None else h), (default if w is None else w)
+
+
+@solve_app.command("einsum")
+def solve_einsum(
+    statement: str = typer.Argument(..., help="out[...] += a[...] * b[...], indices affine in the dims, "
+                                                "e.g. 'out[n,k,p,q] += data[n,c,2*p+r-1,2*q+s-1] * weight[k,c,r,s]'."),
+    dims: str = typer.Option(..., "--dims", help="Extent of every dim: n=1,k=64,p=28,..."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="Shapes of tensors not indexed by plain dims: "
+                                                              "data=1x64x56x56,..."),
+    isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
+    seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
+    rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
+    board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+) -> None:
+    """Any affine operator from one statement: reads outside a tensor are zero (docs/operators.md)."""
+    def make() -> Operator:
+        return einsum(statement, parse_extents(dims, "--dims"), parse_shapes(shape))
+
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
 
 
 @solve_app.command("deepbench")

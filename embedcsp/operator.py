@@ -112,7 +112,16 @@ class Operator:
 
     def describe(self) -> str:
         shape = " ".join(f"{k}={v}" for k, v in self.params)
+        if self.kind == "einsum":  # its parameters are the dims: the statement says what they mean
+            return f"einsum '{self.statement()}' {shape}"
         return f"{self.kind} {shape}"
+
+    def statement(self) -> str:
+        """The operator as one statement, `out[...] += a[...] * b[...]` (embedcsp/einsum.py reads it)."""
+        def term(t: Tensor) -> str:
+            return f"{t.name}[{','.join(str(ix) for ix in t.access)}]"
+        a, b = self.inputs
+        return f"{term(self.output)} += {term(a)} * {term(b)}"
 
 
 def _check_sizes(kind: str, **sizes: int) -> None:

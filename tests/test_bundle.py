@@ -91,7 +91,8 @@ def deleter(*keys):
 
 def _grow_m(doc, m):
     """A consistent manifest for a far larger GEMM than dram.bin can hold."""
-    doc["operator"]["M"] = m
+    doc["operator"]["M"] = doc["operator"]["dims"]["m"] = m
+    doc["operator"]["shapes"]["A"][0] = doc["operator"]["shapes"]["C"][0] = m
     doc["tensors"]["A"]["shape"][0] = doc["tensors"]["C"]["shape"][0] = m
     return doc
 
@@ -147,6 +148,14 @@ MANIFEST_DAMAGE = [
     ("zero K", setter("operator", "K", 0), "K must be at least 1"),
     ("huge N", setter("operator", "N", 10**40), "operator.N is beyond the supported"),
     ("unknown kind", setter("operator", "kind", "matmul"), "unknown operator kind 'matmul'"),
+    ("statement that disagrees", setter("operator", "statement", "C[m,n] += A[m,k] * B[n,k]"),
+     "its statement, dims and shapes do not match gemm"),
+    ("dims that disagree", setter("operator", "dims", "m", 3), "do not match gemm"),
+    ("einsum without a statement", lambda d: {**d, "operator": {"kind": "einsum"}},
+     "lacks the field 'operator.statement'"),
+    ("einsum whose statement is not affine", lambda d: {**d, "operator": {
+        "kind": "einsum", "statement": "C[m,n] += A[m,k*k] * B[k,n]", "dims": {"m": 20, "n": 24, "k": 40},
+        "shapes": {}}}, "is not affine in the dims"),
     ("tensors beyond dram.bin", lambda d: _grow_m(d, 1 << 20), "dram.bin has only"),
     ("tensor shape disagrees", setter("tensors", "C", "shape", [20, 25]), "tensors.C.shape is [20, 25]"),
     ("float shape", setter("tensors", "C", "shape", [20.0, 24]), "tensors.C.shape is [20.0, 24]"),
