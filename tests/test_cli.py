@@ -28,7 +28,9 @@ def test_solve_writes_a_bundle_that_runs(tmp_path):
     doc = json.loads((out / "manifest.json").read_text())
     assert doc["format"] == "embedcsp-bundle/1" and doc["isa"] == "vta"
     assert set(doc["vta_config"]) == set(CONFIG_KEYS)
-    assert doc["operator"] == {"kind": "gemm", "M": 35, "N": 700, "K": 64}
+    assert doc["operator"] == {"kind": "gemm", "M": 35, "N": 700, "K": 64, "statement": "C[m,n] += A[m,k] * B[k,n]",
+                               "dims": {"m": 35, "n": 700, "k": 64},
+                               "shapes": {"A": [35, 64], "B": [64, 700], "C": [35, 700]}}
     assert doc["epilogue"] == {"kind": "wrap"}
     assert doc["insn_count"] * 16 == (out / "program.bin").stat().st_size
     assert doc["tensors"] == {
