@@ -70,12 +70,26 @@ def test_a_dilated_conv_statement_compiles_and_verifies_on_vta():
     assert o.verification.ok and o.verification.checked == 20 * 81
 
 
-def test_a_batched_matmul_runs_on_the_grouped_tile_and_vta_says_why_not():
+def test_a_batched_matmul_runs_on_the_grouped_tile_and_on_vta_and_gemmini_says_why_not():
     op = einsum("C[b,m,n] += A[b,m,k] * B[b,k,n]", dict(b=6, m=5, n=7, k=9))
     o = solve_and_verify(op, load_accelerator(ISA / "tile_grouped.toml"), Options(time_limit=5), seed=2)
     assert o.verification.ok and "b" in o.compiled.embedding.groups_of("bat")[0].dims
+    o = solve_and_verify(op, load_accelerator(), Options(time_limit=5), seed=2)
+    assert o.verification.ok and o.compiled.plan.n_bats == 6  # one pass of the tile loops per batch
     with pytest.raises(NoEmbedding, match="does not iterate such a batch dim"):
-        solve_and_verify(op, load_accelerator(), Options(time_limit=5))
+        solve_and_verify(op, load_accelerator(ISA / "gemmini.toml"), Options(time_limit=5))
+
+
+def test_a_depthwise_conv_on_vta_puts_the_taps_on_block_in():
+    """The issue's non-obvious placement: filter taps on BLOCK_IN, output pixels on BLOCK_OUT,
+    the data's windows in the WGT buffer (duplicated on the host), channels a batch loop."""
+    op = einsum("out[n,g,p,q] += data[n,g,p+r-1,q+s-1] * w[g,r,s]", dict(n=1, g=8, p=14, q=14, r=3, s=3),
+                {"data": (1, 8, 14, 14)})
+    o = solve_and_verify(op, load_accelerator(), Options(time_limit=5), seed=1)
+    emb = o.compiled.embedding
+    assert o.verification.ok and dict(emb.binding)["wgt"] == "data"
+    assert set(emb.group("red").dims) == {"r", "s"} and set(emb.group("col").dims) == {"p", "q"}
+    assert emb.efficiency == pytest.approx(9 / 16 * 196 / 208)
 
 
 def test_cli_einsum_with_a_bundle_that_runs_again(tmp_path):

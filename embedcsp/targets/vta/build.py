@@ -22,9 +22,6 @@ def best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]
     Tilings whose micro-op kernels overflow the UOP buffer are skipped; a plan
     beyond RERANK_MAX_STEPS is taken as the estimate ranks it, unsimulated.
     """
-    if "bat" in embedding.classes:
-        raise NoEmbedding(f"{embedding.operator.describe()} has a dim that indexes all three tensors; VTA's "
-                          "code generator does not iterate such a batch dim yet")
     b = board(options.board)
     if embedding.form == "direct":
         plans = direct_plans(embedding, options.double_buffer, b.bus_bytes)

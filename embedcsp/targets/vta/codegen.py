@@ -97,7 +97,8 @@ def _kind(insn: Insn) -> str:
 
 
 class MatrixForm:
-    """Address arithmetic of the packed-matrix layout (operand_axes in embedcsp.layout).
+    """Address arithmetic of the packed-matrix layout (operand_axes in embedcsp.layout); with
+    a batch axis, batch element b's matrices follow b-1's in each region.
 
     One GEMM covers a tile step with the hardware loops:
       outer = red element l, inner = row r, micro-ops = col element j
@@ -121,13 +122,15 @@ class MatrixForm:
     def load_inp(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         p, t = self.plan, self.plan.tiling
         rows, _, reds = self._extents(st)
-        return [MemInsn(OP_LOAD, MEM_INP, sram, dram + st.rt * t.rows * p.n_reds + st.lt * t.reds,
+        base = dram + st.bt * p.n_rows * p.n_reds  # each batch element's own slice of the region
+        return [MemInsn(OP_LOAD, MEM_INP, sram, base + st.rt * t.rows * p.n_reds + st.lt * t.reds,
                         rows, reds, p.n_reds)]
 
     def load_wgt(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         p, t = self.plan, self.plan.tiling
         _, cols, reds = self._extents(st)
-        return [MemInsn(OP_LOAD, MEM_WGT, sram, dram + st.ct * t.cols * p.n_reds + st.lt * t.reds,
+        base = dram + st.bt * p.n_cols * p.n_reds
+        return [MemInsn(OP_LOAD, MEM_WGT, sram, base + st.ct * t.cols * p.n_reds + st.lt * t.reds,
                         cols, reds, p.n_reds)]
 
     def gemm(self, st: Step, a0: int, i0: int, w0: int, kernels: Kernels) -> list[GemmInsn]:
@@ -142,7 +145,8 @@ class MatrixForm:
     def store(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         p, t = self.plan, self.plan.tiling
         rows, cols, _ = self._extents(st)
-        return [MemInsn(OP_STORE, MEM_OUT, sram, dram + st.rt * t.rows * p.n_cols + st.ct * t.cols,
+        base = dram + st.bt * p.n_rows * p.n_cols
+        return [MemInsn(OP_STORE, MEM_OUT, sram, base + st.rt * t.rows * p.n_cols + st.ct * t.cols,
                         rows, cols, p.n_cols)]
 
 

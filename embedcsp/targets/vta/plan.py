@@ -65,11 +65,14 @@ class Plan:
     estimated_cycles: int
     dram_load_bytes: int
     tiles: tuple[int, int, int]  # row, col and red tiles
+    # Independent products along the batch axis (a dim in all three tensors, which VTA has no
+    # lane for): the tile loops run once per batch element, over its own slice of each region.
+    n_bats: int = 1
 
     @property
     def steps(self) -> int:
         nr, nc, nl = self.tiles
-        return nr * nc * nl
+        return nr * nc * nl * self.n_bats
 
 
 def _edges(n: int, tile: int) -> set[int]:
@@ -132,8 +135,9 @@ def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int =
     """The `count` fastest hazard-free tilings by the estimate, fastest first."""
     cfg = emb.accelerator.config
     n_rows, n_cols, n_reds = (emb.axis_length(r) for r in ("row", "col", "red"))
-    image = (n_rows * n_reds * cfg.inp_elem_bytes + n_cols * n_reds * cfg.wgt_elem_bytes
-             + n_rows * n_cols * cfg.out_elem_bytes)
+    n_bats = emb.axis_length("bat") if "bat" in emb.classes else 1
+    image = n_bats * (n_rows * n_reds * cfg.inp_elem_bytes + n_cols * n_reds * cfg.wgt_elem_bytes
+                      + n_rows * n_cols * cfg.out_elem_bytes)
     if image > MAX_DRAM_BYTES:
         raise BadInput(
             f"{emb.operator.describe()} needs a {image / 2**30:.1f} GiB DRAM image in accelerator "
@@ -156,13 +160,13 @@ def candidate_plans(emb: Embedding, double_buffer: bool = True, bus_bytes: int =
                         t = Tiling(tr, tc, tl, outer, slots, slots, slots)
                         if uop_budget(t) <= d_uop:
                             cycles, load = estimate(cfg, n_rows, n_cols, n_reds, t, bus_bytes)
-                            scored.append(((cycles, load, -tr * tc * tl, outer, slots), t))
+                            scored.append(((cycles * n_bats, load * n_bats, -tr * tc * tl, outer, slots), t))
     scored.sort(key=lambda item: item[0])
     plans = []
     for (cycles, load, *_), t in scored:
         if _hazard_free(n_rows, n_cols, n_reds, t.rows, t.cols, t.reds):
             tiles = (-(-n_rows // t.rows), -(-n_cols // t.cols), -(-n_reds // t.reds))
-            plans.append(Plan(emb, n_rows, n_cols, n_reds, t, cycles, load, tiles))
+            plans.append(Plan(emb, n_rows, n_cols, n_reds, t, cycles, load, tiles, n_bats))
             if len(plans) == count:
                 break
     if not plans:

@@ -11,7 +11,8 @@ def program_lines(compiled, verification, timing) -> list[str]:
     t = plan.tiling
     loads = counters.load_bytes
     return [
-        f"plan       {plan.n_rows}x{plan.n_cols}x{plan.n_reds} elements in tiles of "
+        f"plan       {f'{plan.n_bats} batches of ' if plan.n_bats > 1 else ''}"
+        f"{plan.n_rows}x{plan.n_cols}x{plan.n_reds} elements in tiles of "
         f"{t.rows}x{t.cols}x{t.reds}, {t.outer}s outermost, "
         f"{'double' if t.inp_slots > 1 else 'single'}-buffered",
         f"program    {len(program.insns)} instructions ("

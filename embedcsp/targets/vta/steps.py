@@ -52,6 +52,7 @@ class Step:
     last: bool  # last red step of its ACC tile
     needs_free: int = -1  # the step whose completion the loads must wait for
     frees: bool = False  # compute pushes g2l after this step
+    bt: int = 0  # the batch element (plan.n_bats), outermost of all tile loops
 
 
 class _SlotRing:
@@ -85,14 +86,15 @@ def plan_steps(plan: Plan) -> list[Step]:
         (a, b) for b in range(nc) for a in range(nr)]
     steps: list[Step] = []
     inp, wgt = _SlotRing(t.inp_slots), _SlotRing(t.wgt_slots)
-    for tile, (rt, ct) in enumerate(outer_inner):
+    batched = [(bt, rt, ct) for bt in range(plan.n_bats) for rt, ct in outer_inner]
+    for tile, (bt, rt, ct) in enumerate(batched):
         for lt in range(nl):
             s = len(steps)
-            load_inp, wait_inp = inp.use((rt, lt), s)
-            load_wgt, wait_wgt = wgt.use((ct, lt), s)
+            load_inp, wait_inp = inp.use((bt, rt, lt), s)
+            load_wgt, wait_wgt = wgt.use((bt, ct, lt), s)
             need = max(wait_inp, wait_wgt)
             steps.append(Step(rt, ct, lt, inp.slot, wgt.slot, tile % t.acc_slots, tile,
-                              load_inp, load_wgt, first=lt == 0, last=lt == nl - 1, needs_free=need))
+                              load_inp, load_wgt, first=lt == 0, last=lt == nl - 1, needs_free=need, bt=bt))
             if need >= 0:
                 steps[need].frees = True
     return steps
