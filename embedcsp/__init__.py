@@ -35,6 +35,7 @@ from embedcsp.errors import (
     SolverTimeout,
 )
 from embedcsp.operator import Operator, conv2d, gemm
+from embedcsp.ops import bmm, conv2d_general
 from embedcsp.pipeline import (
     Compiled,
     Options,
@@ -50,7 +51,8 @@ from embedcsp.verify import ProgramRun, Verification, run_program
 __all__ = [
     "Accelerator", "BadInput", "Bundle", "BundleRun", "Compiled", "EmbedcspError", "Epilogue",
     "IsaError", "NoEmbedding", "Operator", "Options", "Outcome", "ProgramError", "ProgramRun",
-    "SolverTimeout", "Verification", "VtaConfig", "__version__", "compile_operator", "conv2d", "einsum",
+    "SolverTimeout", "Verification", "VtaConfig", "__version__", "bmm", "compile_operator", "conv2d",
+    "conv2d_general", "einsum",
     "gemm", "load_accelerator", "read_bundle", "run", "run_bundle", "solve_and_verify",
     "vta_accelerator", "write_bundle",
 ]

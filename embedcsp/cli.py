@@ -25,7 +25,8 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.einsum import einsum, parse_extents, parse_shapes
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
-from embedcsp.operator import Operator, conv2d, gemm
+from embedcsp.operator import Operator, gemm
+from embedcsp.ops import bmm, conv2d_general
 from embedcsp.pipeline import Options, check_seed, check_time_limit, solve_and_verify
 from embedcsp.progress import SILENT, Progress, TerminalProgress
 from embedcsp.reference import MAX_SHIFT, Epilogue
@@ -182,17 +183,48 @@ def solve_conv2d(
     pad_h: Optional[int] = typer.Option(None, "--pad-h"), pad_w: Optional[int] = typer.Option(None, "--pad-w"),
     stride_h: Optional[int] = typer.Option(None, "--stride-h"),
     stride_w: Optional[int] = typer.Option(None, "--stride-w"),
+    groups: int = typer.Option(1, "--groups", help="Groups (C and K divisible); depthwise: groups = C = K."),
+    dilation: Optional[int] = typer.Option(None, "--dilation", help="Dilation on both axes."),
+    dilation_h: Optional[int] = typer.Option(None, "--dilation-h"),
+    dilation_w: Optional[int] = typer.Option(None, "--dilation-w"),
+    pad_top: Optional[int] = typer.Option(None, "--pad-top", help="Asymmetric padding, as ONNX allows "
+                                                                  "(with --pad-bottom/--pad-left/--pad-right)."),
+    pad_bottom: Optional[int] = typer.Option(None, "--pad-bottom"),
+    pad_left: Optional[int] = typer.Option(None, "--pad-left"),
+    pad_right: Optional[int] = typer.Option(None, "--pad-right"),
     isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
 ) -> None:
-    """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
+    """out[n,k,p,q] += data[n,c,p*sh+r*dh-top,q*sw+s*dw-left] * weight[k,c,r,s], zero padding; with
+    --groups the tensors are the grouped views [N,G,C/G,H,W], [G,K/G,C/G,R,S], [N,G,K/G,P,Q]."""
     def make() -> Operator:
         ph, pw = _pick("pad", pad, pad_h, pad_w, 0)
+        sides = (pad_top, pad_bottom, pad_left, pad_right)
+        if any(x is not None for x in sides) and (pad is not None or pad_h is not None or pad_w is not None):
+            raise BadInput("give either --pad/--pad-h/--pad-w or --pad-top/--pad-bottom/--pad-left/--pad-right")
+        pads = tuple(d if x is None else x for x, d in zip(sides, (ph, ph, pw, pw)))
         sh, sw = _pick("stride", stride, stride_h, stride_w, 1)
-        return conv2d(n, c, h, w, k, r, s, ph, pw, sh, sw)
+        dh, dw = _pick("dilation", dilation, dilation_h, dilation_w, 1)
+        return conv2d_general(n, c, h, w, k, r, s, groups=groups, stride=(sh, sw), dilation=(dh, dw), pads=pads)
     _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
+
+
+@solve_app.command("bmm")
+def solve_bmm(
+    b: int = typer.Option(..., "--b", help="Batch (e.g. attention heads)."),
+    m: int = typer.Option(..., "--m", help="Rows of A and C."),
+    n: int = typer.Option(..., "--n", help="Columns of B and C."),
+    k: int = typer.Option(..., "--k", help="The reduction."),
+    isa: Optional[Path] = IsaOpt, out: Optional[Path] = OutOpt, time_limit: float = TimeOpt,
+    seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
+    rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
+    board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+) -> None:
+    """C[b,m,n] += A[b,m,k] * B[b,k,n]: B independent GEMMs."""
+    _solve(lambda: bmm(b, m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json,
+           board_name, strategy)
 
 
 def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], default: int) -> tuple[int, int]:

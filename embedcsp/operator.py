@@ -124,7 +124,8 @@ class Operator:
         return f"{term(self.output)} += {term(a)} * {term(b)}"
 
 
-def _check_sizes(kind: str, **sizes: int) -> None:
+def check_sizes(kind: str, **sizes: int) -> None:
+    """BadInput unless every size is a whole number within 1..MAX_EXTENT."""
     for name, value in sizes.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise BadInput(f"{kind}: {name} must be a whole number, got {value!r}")
@@ -136,7 +137,7 @@ def _check_sizes(kind: str, **sizes: int) -> None:
 
 def gemm(m: int, n: int, k: int) -> Operator:
     """DeepBench GEMM: C[M,N] = A[M,K] @ B[K,N]."""
-    _check_sizes("gemm", M=m, N=n, K=k)
+    check_sizes("gemm", M=m, N=n, K=k)
     return Operator(
         kind="gemm",
         params=(("M", m), ("N", n), ("K", k)),
@@ -154,7 +155,7 @@ def conv2d(
     pad_h: int = 0, pad_w: int = 0, stride_h: int = 1, stride_w: int = 1,
 ) -> Operator:
     """out[n,k,p,q] += data[n,c,p*sh+r-ph,q*sw+s-pw] * weight[k,c,r,s], zero padding."""
-    _check_sizes("conv2d", N=n, C=c, H=h, W=w, K=k, R=r, S=s, stride_h=stride_h, stride_w=stride_w)
+    check_sizes("conv2d", N=n, C=c, H=h, W=w, K=k, R=r, S=s, stride_h=stride_h, stride_w=stride_w)
     for name, pad in (("pad_h", pad_h), ("pad_w", pad_w)):
         if not isinstance(pad, (int, np.integer)) or pad < 0:
             raise BadInput(f"conv2d: {name} must be a whole number >= 0, got {pad!r}")
