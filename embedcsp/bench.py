@@ -37,6 +37,18 @@ works (another run finished first), the results go to the first free
 `<stem>-2`, `<stem>-3`, ... instead and `BenchResult.note` says so. Each file
 is written to a temporary name and renamed into place, so an interrupted run
 leaves the previous set whole.
+
+Every row is stored as soon as its operator finishes, in the results store
+(`bench_store`, SQLite, default `<out>/results.sqlite`), keyed by the operator
+and everything that can change its row: the accelerator digest, the board,
+the seed, the time limit and the embedcsp version. A run takes the rows the
+store already has and computes only the others, so an interrupted run resumes
+where it stopped and a rerun of finished work computes nothing; `fresh`
+recomputes all and replaces the stored rows. Rows that say nothing about the
+operator (an internal error, a worker that died) are reported, not stored.
+The four files are written from the store's rows, so they are the same
+whichever run computed each row. The operators run on an engine
+(`bench_engines`): `local` worker processes or `ray` tasks, with the same rows.
 """
 
 from __future__ import annotations
@@ -48,13 +60,14 @@ import os
 import re
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from embedcsp import deepbench
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
+from embedcsp.bench_engines import EngineSpec, run_tasks
+from embedcsp.bench_store import RunKey, Store, open_store
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
@@ -72,6 +85,8 @@ COLUMNS = [
 ]
 SUITES = ("gemm", "conv", "all")
 LOW_UTILIZATION = 0.5  # the reference issues more than twice the useful MACs below this
+STORE_NAME = "results.sqlite"  # the results store's file in --out, unless --store names another
+TRANSIENT = ("internal error:", "worker failed:")  # errors of a row that is not stored
 
 
 @dataclass(frozen=True)
@@ -479,6 +494,21 @@ class BenchConfig:
     isa: str | None = None
     time_limit: float = 10.0
     seed: int = 0
+    store: Path | None = None  # the results store; None: <out>/results.sqlite
+    fresh: bool = False  # recompute every operator (and replace its stored row)
+    engine: str = "local"  # "local" (worker processes) or "ray" (bench_engines)
+    address: str | None = None  # the Ray cluster; None starts a local Ray instance
+
+    def store_path(self) -> Path:
+        return self.store if self.store is not None else self.out / STORE_NAME
+
+    def engine_spec(self) -> EngineSpec:
+        return EngineSpec(self.engine, self.address)
+
+    def run_key(self, selection: Selection) -> RunKey:
+        """The store's key of this run's rows (with the operator's name)."""
+        return RunKey(accelerator_sha256=selection.accelerator_sha256, board=selection.board,
+                      seed=self.seed, time_limit=float(self.time_limit), version=__version__)
 
     def names(self) -> list[str]:
         """Operator names to run, checked up front so a typo costs nothing."""
@@ -509,6 +539,9 @@ class BenchConfig:
         check_seed(self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise BadInput(f"--out {str(self.out)!r} exists and is not a directory")
+        if self.store_path().exists() and not self.store_path().is_file():
+            raise BadInput(f"--store {str(self.store_path())!r} exists and is not a file")
+        self.engine_spec().check()
         acc = load_accelerator(self.isa)
         family(acc.family).check_board(self.board_for(acc))
 
@@ -520,6 +553,8 @@ class BenchResult:
     files: tuple[Path, ...]
     selection: Selection | None = None
     note: str | None = None  # set when the results could not go where the run first meant to write them
+    store: Path | None = None  # the results store the rows are in
+    from_store: int = 0  # rows found in the store, so not computed by this run
 
     @property
     def ok(self) -> bool:
@@ -531,14 +566,29 @@ class BenchResult:
 
 
 def _evaluate_safely(name: str, cfg: BenchConfig) -> dict:
+    """The engines' task: one row, whatever happens (it runs in a worker process or a Ray task)."""
     try:
         return evaluate(name, cfg.isa, cfg.time_limit, cfg.seed, cfg.board)
     except Exception as exc:  # noqa: BLE001 (a bug must not throw away the rest of an hour-long sweep)
-        return {"name": name, "board": cfg.board, "verified": False,
-                "error": f"internal error: {type(exc).__name__}: {exc}"}
+        return _failed_row(name, cfg, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _rows(names: list[str], cfg: BenchConfig, console, label: str = "") -> list[dict]:
+def _failed_row(name: str, cfg: BenchConfig, error: str) -> dict:
+    return {"name": name, "board": cfg.board, "verified": False, "error": error}
+
+
+def storable(row: dict) -> bool:
+    """False for a row that says nothing about its operator (a bug in embedcsp or a worker that
+    died): such rows are reported but not stored, so the next run tries again."""
+    return not str(row.get("error") or "").startswith(TRANSIENT)
+
+
+def _rows(names: list[str], cfg: BenchConfig, console, label: str, store: Store,
+          key: RunKey) -> tuple[list[dict], int]:
+    """Every operator's row, from the store where it has one (unless `cfg.fresh`), else from the
+    engine, each stored as it finishes; returns the rows in `names` order and how many were stored
+    before this run. The rows are read back from the store, so a fresh run and a rerun write the
+    same files."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -547,33 +597,33 @@ def _rows(names: list[str], cfg: BenchConfig, console, label: str = "") -> list[
         TimeElapsedColumn,
     )
 
-    rows: dict[str, dict] = {}
+    kept = {} if cfg.fresh else store.rows(key, names)
+    todo = [n for n in names if n not in kept]
+    unstored: dict[str, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[last]}"))
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(label or f"DeepBench {cfg.suite}", total=len(names), last="")
+        task = bar.add_task(label or f"DeepBench {cfg.suite}", total=len(names), completed=len(kept),
+                            last=f"{len(kept)} from the store" if kept else "")
 
-        def done(row: dict) -> None:
-            rows[row["name"]] = row
+        def report(row: dict) -> None:
             if not row_ok(row):
                 bar.console.print(f"{row['name']}: not verified with both strategies: "
                                   f"{row.get('error') or row.get('ref_error')}")
-            bar.update(task, advance=1, last=row["name"])
 
-        jobs = min(cfg.jobs, len(names))
-        if jobs <= 1:  # no worker processes to start for one job
-            for name in names:
-                done(_evaluate_safely(name, cfg))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(_evaluate_safely, n, cfg): n for n in names}
-                for fut in as_completed(futures):
-                    try:
-                        done(fut.result())
-                    except Exception as exc:  # noqa: BLE001 (a worker died, e.g. out of memory)
-                        done({"name": futures[fut], "board": cfg.board, "verified": False,
-                              "error": f"worker failed: {type(exc).__name__}: {exc}"})
-    return [rows[n] for n in names]
+        for row in kept.values():
+            report(row)
+        for done in run_tasks(cfg.engine_spec(), _evaluate_safely, todo, cfg, cfg.jobs):
+            row = done.row if done.row is not None else _failed_row(done.name, cfg,
+                                                                     f"worker failed: {done.failure}")
+            if storable(row):
+                store.put(key, done.name, row)
+            else:
+                unstored[done.name] = row
+            report(row)
+            bar.update(task, advance=1, last=done.name)
+    stored = store.rows(key, names)
+    return [stored[n] if n in stored else unstored[n] for n in names], len(kept)
 
 
 def _free_stem(out: Path, selection: Selection) -> str:
@@ -621,7 +671,9 @@ def run(cfg: BenchConfig, console=None) -> BenchResult:
     except OSError as exc:
         raise BadInput(f"--out {str(cfg.out)!r}: {exc.strerror}") from None
     start = time.perf_counter()
-    rows = _rows(list(selection.operators), cfg, console, selection.short_title)
+    with open_store(cfg.store_path()) as store:
+        rows, from_store = _rows(list(selection.operators), cfg, console, selection.short_title, store,
+                                 cfg.run_key(selection))
     summary = summarize(rows, time.perf_counter() - start)
     stem = _free_stem(cfg.out, selection)  # another run may have written the stem meanwhile
     note = None
@@ -629,4 +681,4 @@ def run(cfg: BenchConfig, console=None) -> BenchResult:
         note = (f"{cfg.out / selection.stem}.* now holds another selection "
                 f"({conflict(cfg.out, selection.stem, selection)}); wrote {stem}.* instead")
     files = write_all(rows, summary, cfg.out, stem, selection, cfg.provenance())
-    return BenchResult(rows, summary, files, selection, note)
+    return BenchResult(rows, summary, files, selection, note, cfg.store_path(), from_store)

@@ -375,6 +375,11 @@ def run_cmd(
     raise typer.Exit(0 if v.ok else EXIT_FAILED)
 
 
+class BenchEngine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command("bench")
 def bench_cmd(
     names: Optional[list[str]] = typer.Argument(None, show_default=False,
@@ -382,27 +387,45 @@ def bench_cmd(
     suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all."),
     only: Optional[list[str]] = typer.Option(None, "--only", show_default=False,
                                              help="Just these operators (repeat it, or list names after it)."),
-    jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core)."),
+    jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core); with --engine ray and no "
+                                               "--address, the CPUs of the local Ray instance."),
     board_name: Optional[str] = BoardOpt,
     out: Path = typer.Option(Path("bench"), "--out",
                              help="Directory for deepbench_<suite>.* (whole suite) or deepbench_subset-<hash>.* "
                                   "(named operators): .csv/.json/.md/.png. Files of another selection "
                                   "(operators, ISA, board, seed) are never overwritten."),
     isa: Optional[Path] = IsaOpt, time_limit: float = TimeOpt, seed: int = SeedOpt,
+    store: Optional[Path] = typer.Option(None, "--store", show_default=False,
+                                         help="Results store (SQLite) rows are kept in as they finish; "
+                                              "a rerun takes them from there. Default: <--out>/results.sqlite."),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute every operator and replace its stored row."),
+    engine: BenchEngine = typer.Option(BenchEngine.local, "--engine",
+                                       help="local (worker processes) or ray (Ray tasks; pip install "
+                                            "'embedcsp[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", show_default=False,
+                                          help="Ray cluster to run on (ray.init(address=...)); without it "
+                                               "--engine ray starts a local Ray instance."),
 ) -> None:
     """DeepBench with both strategies, each verified bit-exact: speedups over VTA's TVM mapping."""
     from rich.console import Console
 
     cfg = bench.BenchConfig(suite=suite.value, only=(*(only or []), *(names or [])), jobs=jobs,
                             board=board_name, out=out, isa=None if isa is None else str(isa),
-                            time_limit=time_limit, seed=seed)
+                            time_limit=time_limit, seed=seed, store=store, fresh=fresh, engine=engine.value,
+                            address=address)
     try:
         check_seed(seed)
         result = bench.run(cfg, Console(stderr=True))  # the bar on stderr, the summary on stdout
     except EmbedcspError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the operators finished so far are stored in {cfg.store_path()}; "
+                   "the same command resumes from there", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     for line in bench.summary_lines(result.summary, result.title):
         typer.echo(line)
+    typer.echo(f"results store {result.store}: {result.from_store} of {len(result.rows)} rows from the store, "
+               f"{len(result.rows) - result.from_store} computed by this run")
     if result.note:
         typer.echo(f"note: {result.note}")
     typer.echo("wrote " + ", ".join(str(f) for f in result.files))

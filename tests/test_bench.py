@@ -253,7 +253,9 @@ def test_subset_never_overwrites_the_suite(tmp_path, fake_bench, monkeypatch):
     again = bench.run(bench.BenchConfig(only=("GEMM-SERVER-2",), jobs=1, out=out))
     assert again.files == sub.files and _digests(out, "deepbench_gemm") == before
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"deepbench_gemm{x}" for x in bench.SUFFIXES] + [f"{stem}{x}" for x in bench.SUFFIXES])
+        [f"deepbench_gemm{x}" for x in bench.SUFFIXES] + [f"{stem}{x}" for x in bench.SUFFIXES]
+        + [bench.STORE_NAME])
+    assert fake_bench == SMALL_SUITE  # the subset's row, and its rerun's, came from the store
 
     # A whole-suite run of the same suite may refresh its files even if the suite's list changed.
     monkeypatch.setattr(bench, "names_for", lambda suite: SMALL_SUITE[:2])
@@ -340,7 +342,9 @@ def test_cli_bench_writes_four_files(tmp_path):
     assert "DeepBench subset (2 operators: gemm-device-4, gemm-device-8) on pynq: 2 operators, " \
            "2 verified bit-exact with both strategies" in r.stdout
     stem = "deepbench_subset-" + bench.subset_tag(["gemm-device-4", "gemm-device-8"])
-    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.{x}" for x in ("csv", "json", "md", "png")]
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.{x}" for x in ("csv", "json", "md", "png")] + \
+        [bench.STORE_NAME]
+    assert "results store " + str(out / bench.STORE_NAME) + ": 0 of 2 rows from the store, 2 computed" in r.stdout
     doc = json.loads((out / f"{stem}.json").read_text())
     assert [row["name"] for row in doc["rows"]] == ["gemm-device-4", "gemm-device-8"]
     assert doc["summary"]["failed"] == [] and doc["summary"]["board"] == "pynq"
