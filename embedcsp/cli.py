@@ -25,6 +25,7 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.einsum import einsum, parse_extents, parse_shapes
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError
+from embedcsp.network import compile_cmd
 from embedcsp.operator import Operator, gemm
 from embedcsp.ops import bmm, conv2d_general
 from embedcsp.pipeline import Options, check_seed, check_time_limit, solve_and_verify
@@ -42,6 +43,7 @@ app.add_typer(solve_app, name="solve")
 app.add_typer(deepbench_app, name="deepbench")
 isa_app = typer.Typer(no_args_is_help=True, help="Accelerator descriptions (ISA files, docs/isa-files.md).")
 app.add_typer(isa_app, name="isa")
+app.command("compile")(compile_cmd)  # embedcsp/network.py: whole ONNX models
 
 
 class EpilogueKind(str, Enum):
