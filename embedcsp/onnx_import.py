@@ -112,8 +112,10 @@ def onnx_module():
     return onnx
 
 
-def load_model(path: Path | str):
-    """The model at `path` with shapes inferred; BadInput for a missing file or one that is not ONNX."""
+def load_model(path: Path | str, dims: dict[str, int] | None = None):
+    """The model at `path` with shapes inferred; BadInput for a missing file or one that is not ONNX.
+
+    `dims` fixes symbolic dims of the graph's inputs by name (`--dim N=1`) before inference."""
     onnx = onnx_module()
     path = Path(path)
     if not path.exists():
@@ -126,6 +128,8 @@ def load_model(path: Path | str):
         raise BadInput(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     if not model.HasField("graph") or model.ir_version < 1:
         raise BadInput(f"{path}: not an ONNX model (no graph or IR version)")
+    if dims:
+        fix_dims(model, dims, str(path))
     try:
         return onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # noqa: BLE001 (an inconsistent model)
@@ -133,9 +137,33 @@ def load_model(path: Path | str):
                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def import_model(path: Path | str) -> Network:
+def fix_dims(model, dims: dict[str, int], where: str) -> None:
+    """Give the graph inputs' symbolic dims named in `dims` their values (in place)."""
+    found = set()
+    for vi in model.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in dims:
+                found.add(d.dim_param)
+                d.dim_value = dims[d.dim_param]
+    unknown = sorted(set(dims) - found)
+    if unknown:
+        raise BadInput(f"{where}: no graph input has a symbolic dim {', '.join(unknown)} (--dim)")
+
+
+def parse_dims(items: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """['N=1', 'seq=128'] -> {'N': 1, 'seq': 128}, for --dim."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip().isdigit() or int(value) < 1:
+            raise BadInput(f"--dim wants NAME=VALUE with a whole VALUE >= 1, got {item!r}")
+        out[name.strip()] = int(value)
+    return out
+
+
+def import_model(path: Path | str, dims: dict[str, int] | None = None) -> Network:
     """Load, infer shapes and translate every node (`translate`)."""
-    model = load_model(path)
+    model = load_model(path, dims)
     sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return translate(model, str(path), sha)
 
@@ -166,15 +194,17 @@ def translate(model, path: str = "<model>", sha256: str = "") -> Network:
 
 # ------------------------------------------------------------------------- the model's facts
 
-def _value_infos(model) -> tuple[dict[str, tuple[int | None, ...] | None], dict[str, int]]:
-    """Value name -> shape (None for an unknown dim; None for no shape at all), and elem type."""
+def _value_infos(model) -> tuple[dict[str, tuple[int | str | None, ...] | None], dict[str, int]]:
+    """Value name -> shape (a symbolic dim by its name, None for an unknown one; None for no
+    shape at all), and elem type."""
     g = model.graph
     shapes: dict[str, tuple[int | None, ...] | None] = {}
     dtypes: dict[str, int] = {}
     for vi in (*g.input, *g.value_info, *g.output):
         t = vi.type.tensor_type
         dtypes[vi.name] = t.elem_type
-        shapes[vi.name] = (tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        shapes[vi.name] = (tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                 for d in t.shape.dim)
                            if t.HasField("shape") else None)
     for init in g.initializer:
         shapes[init.name] = tuple(init.dims)
@@ -226,9 +256,11 @@ def _shape(name: str, shapes: dict, what: str) -> tuple[int, ...]:
     shape = shapes.get(name)
     if shape is None:
         raise Refused(f"{what} {name!r} has no inferred shape")
-    if any(d is None or d < 1 for d in shape):
+    if any(not isinstance(d, int) or d < 1 for d in shape):
         text = "x".join("?" if d is None else str(d) for d in shape)
-        raise Refused(f"{what} {name!r} has a shape that is not constant ({text})")
+        named = sorted({d for d in shape if isinstance(d, str)})
+        hint = f"; fix {', '.join(named)} with --dim {named[0]}=VALUE" if named else ""
+        raise Refused(f"{what} {name!r} has a shape that is not constant ({text}){hint}")
     return tuple(int(d) for d in shape)
 
 
@@ -267,7 +299,9 @@ def _layer(index: int, name: str, node, shapes: dict, dtypes: dict, constants: d
     a, b = op.inputs
     y = op.output
     y_shape = shapes.get(y_name)
-    if y_shape is not None and all(d is not None for d in y_shape) and math.prod(y_shape) != y.size:
+    if y_shape is not None and not all(isinstance(d, int) and d > 0 for d in y_shape):
+        y_shape = None
+    if y_shape is not None and math.prod(y_shape) != y.size:
         raise Refused(f"the inferred output shape {list(y_shape)} does not hold the operator's "
                       f"{list(y.shape)}")
     onnx_y = _output_shape(op, check, a_shape, b_shape, y_shape)
@@ -280,7 +314,7 @@ def _layer(index: int, name: str, node, shapes: dict, dtypes: dict, constants: d
 
 
 def _output_shape(op: Operator, check: IntegerCheck, a_shape, b_shape, y_shape) -> tuple[int, ...]:
-    if y_shape is not None and all(d is not None for d in y_shape):
+    if y_shape is not None:
         return tuple(int(d) for d in y_shape)
     return op.output.shape  # no inferred shape: the operator's own is a view of the same elements
 
@@ -373,6 +407,16 @@ def _gemm(a: tuple[int, ...], b: tuple[int, ...], attrs: dict) -> tuple[Operator
     op = gemm(m, n, k) if not (ta or tb) else einsum(_GEMM_STATEMENTS[(ta, tb)], {"m": m, "n": n, "k": k})
     text = f"gemm M={m} N={n} K={k}" + (" A transposed" if ta else "") + (" B transposed" if tb else "")
     return op, text, IntegerCheck("MatMulInteger", (), (ta, tb))
+
+
+def reference_operator(op: Operator) -> Operator:
+    """The operator a family's fixed (reference) mapping compiles for `op`: a transposed Gemm
+    is the plain GEMM of the same M, N, K, since that mapping packs both inputs on the host
+    anyway and a transpose is only another order of packing; any other operator is itself."""
+    if op.kind == "einsum" and op.statement() in _GEMM_STATEMENTS.values():
+        e = op.extents
+        return gemm(e["m"], e["n"], e["k"])
+    return op
 
 
 def _matmul(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[Operator, str, IntegerCheck]:
