@@ -71,8 +71,13 @@ from embedcsp.bench_store import RunKey, Store, open_store
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
-from embedcsp.pipeline import Options, check_seed, check_time_limit
-from embedcsp.pipeline import Outcome, solve_and_verify
+from embedcsp.pipeline import (
+    Options,
+    Outcome,
+    check_seed,
+    check_time_limit,
+    solve_and_verify,
+)
 from embedcsp.targets.registry import family
 
 COLUMNS = [

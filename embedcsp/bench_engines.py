@@ -20,14 +20,22 @@ engine stopped its workers.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from embedcsp.errors import BadInput
 
 ENGINES = ("local", "ray")
 RAY_HINT = "pip install 'embedcsp[ray]' (or pip install 'ray>=2.9')"
+
+
+def ray_available() -> bool:
+    """Whether Ray can be imported here, without importing it (that takes seconds)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["ray"] is None (import blocked)
+        return False
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class EngineSpec:
             raise BadInput(f"unknown engine {self.name!r}: expected one of {', '.join(ENGINES)}")
         if self.address is not None and self.name != "ray":
             raise BadInput(f"--address is for --engine ray, not --engine {self.name}")
-        if self.name == "ray" and importlib.util.find_spec("ray") is None:
+        if self.name == "ray" and not ray_available():
             raise BadInput(f"--engine ray needs Ray, which is not installed: {RAY_HINT}")
 
     def describe(self, jobs: int) -> str:
@@ -102,7 +110,7 @@ def run_ray(task: Task, names: list[str], cfg, jobs: int, address: str | None) -
 
     started = False
     if not ray.is_initialized():
-        options = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+        options = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
         try:
             if address:
                 ray.init(address=address, **options)

@@ -67,7 +67,7 @@ class Store:
         self.path = path
         self._db = connection
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Store:  # noqa: PYI034 (a plain class, not subclassed)
         return self
 
     def __exit__(self, *exc) -> None:
