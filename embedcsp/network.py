@@ -28,6 +28,7 @@ from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError, NoEmbedding, SolverTimeout
 from embedcsp.onnx_import import (
+    NOT_MATRIX,
     Layer,
     Network,
     check_model,
@@ -37,8 +38,7 @@ from embedcsp.onnx_import import (
     safe_name,
 )
 from embedcsp.operator import Operator
-from embedcsp.pipeline import Options, check_seed, check_time_limit, compile_operator, host_transforms
-from embedcsp.pipeline import solve_and_verify
+from embedcsp.pipeline import Options, check_seed, check_time_limit, compile_operator, host_transforms, solve_and_verify
 from embedcsp.reference import Epilogue, accumulate, random_inputs
 from embedcsp.targets.registry import family
 
@@ -339,11 +339,11 @@ def _header(net: Network, acc_text: str) -> list[str]:
 
 def totals_lines(s: dict) -> list[str]:
     lines = [
-        f"layers     {s['layers']} of {s['nodes']} nodes ({s['distinct_shapes']} distinct shapes solved once "
-        f"each): {s['verified']} verified bit-exact, {s['compiled'] - s['verified']} failed, "
-        f"{s['layers'] - s['compiled']} not compiled",
-        f"onnxruntime {s['ort_equal']} of {s['ort_checked']} layers equal (int32 sums and program outputs)"
-        + (f"; DIFFERS: {', '.join(s['ort_differs'])}" if s["ort_differs"] else ""),
+        (f"layers     {s['layers']} of {s['nodes']} nodes ({s['distinct_shapes']} distinct shapes solved once "
+         f"each): {s['verified']} verified bit-exact, {s['compiled'] - s['verified']} failed, "
+         f"{s['layers'] - s['compiled']} not compiled"),
+        (f"onnxruntime {s['ort_equal']} of {s['ort_checked']} layers equal (int32 sums and program outputs)"
+         + (f"; DIFFERS: {', '.join(s['ort_differs'])}" if s["ort_differs"] else "")),
         f"cycles     {s['cycles']} ours over the verified layers"
         + (f"; where the reference compiles ({s['layers_with_reference']} layers): {s['cycles_where_reference']} "
            f"ours vs {s['ref_cycles']} reference, x{s['speedup']:.3f} (geomean per layer "
@@ -385,8 +385,9 @@ def report_lines(net: Network, rows: list[dict], s: dict, acc_text: str) -> list
         if r.get("ort_ok") is False:
             lines.append(f"onnxruntime {r['name']}: {r['ort_detail']}")
     lines += totals_lines(s)
-    for h in s["host_nodes"]:
-        lines.append(f"  host     {h['name']} ({h['op_type']}): {h['reason']}")
+    for h in s["host_nodes"]:  # the others are every node of a type embedcsp does not compile
+        if h["reason"] != NOT_MATRIX:
+            lines.append(f"  host     {h['name']} ({h['op_type']}): {h['reason']}")
     return lines
 
 
@@ -398,7 +399,8 @@ def markdown(net: Network, rows: list[dict], s: dict, acc_text: str) -> str:
             "## Totals", "", *(f"- {x}" for x in totals_lines(s)), "", "## Layers", "", *table, "",
             "## Operators and embeddings", ""]
     for r in rows:
-        text.append(f"### {r['index']} {r['name']} ({r['op_type']}{', shares the bundle of ' + r['shared_with'] if r['shared_with'] else ''})")
+        shared = f", shares the bundle of {r['shared_with']}" if r["shared_with"] else ""
+        text.append(f"### {r['index']} {r['name']} ({r['op_type']}{shared})")
         text += ["", f"- layer: {r['shape']}; {r['compiled_as']}", f"- operator: `{r['operator']}`",
                  f"- statement: `{r['statement']}`"]
         if r.get("host_work"):
@@ -455,7 +457,7 @@ def compile_network(cfg: NetworkConfig, console=None) -> NetworkResult:
     cfg.check()
     net = import_model(cfg.model, dict(cfg.dims))
     if not net.layers:
-        why = "; ".join(sorted({f"{h.op_type}: {h.reason}" for h in net.host if h.reason != "not a matrix operator"}))
+        why = "; ".join(sorted({f"{h.op_type}: {h.reason}" for h in net.host if h.reason != NOT_MATRIX}))
         raise BadInput(f"{cfg.model}: no node embedcsp compiles among its {net.nodes} "
                        f"({', '.join(f'{t} {n}' for t, n in net.host_by_type().items()) or 'none'})"
                        + (f"; refused: {why}" if why else ""))

@@ -36,6 +36,7 @@ from embedcsp.ops import bmm, conv2d_general
 
 SUPPORTED = ("Conv", "ConvInteger", "QLinearConv", "MatMul", "MatMulInteger", "QLinearMatMul", "Gemm")
 INTEGER = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")  # int8 tensors in the model
+NOT_MATRIX = "not a matrix operator"  # the reason of every node of another type
 CHECK_OPSET = 17  # of the one-node models onnxruntime runs
 CHECK_IR_VERSION = 8  # read by onnxruntime >= 1.17
 _INT8 = 3  # onnx.TensorProto.INT8
@@ -182,7 +183,7 @@ def translate(model, path: str = "<model>", sha256: str = "") -> Network:
             name = f"{name}_{index}"
         seen[name] = index
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED:
-            host.append(HostNode(index, name, node.op_type, "not a matrix operator"))
+            host.append(HostNode(index, name, node.op_type, NOT_MATRIX))
             continue
         try:
             layers.append(_layer(index, name, node, shapes, dtypes, constants))
@@ -456,7 +457,7 @@ def check_model(layer: Layer):
     onnx = onnx_module()
     from onnx import TensorProto, helper
 
-    a, b, y = (t for t, _ in layer.onnx_shapes)
+    a, b, _ = (t for t, _ in layer.onnx_shapes)
     check = layer.check
     nodes, feeds = [], ["a", "b"]
     for i, flag in enumerate(check.transpose):

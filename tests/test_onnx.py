@@ -13,14 +13,14 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
 
-from embedcsp.cli import app  # noqa: E402
-from embedcsp.errors import BadInput  # noqa: E402
-from embedcsp.network import NetworkConfig, compile_network, ort_check  # noqa: E402
-from embedcsp.onnx_import import check_model, import_model, translate  # noqa: E402
-from embedcsp.reference import Epilogue, accumulate, random_inputs  # noqa: E402
+from embedcsp.cli import app
+from embedcsp.errors import BadInput
+from embedcsp.network import NetworkConfig, compile_network, ort_check
+from embedcsp.onnx_import import check_model, import_model, translate
+from embedcsp.reference import Epilogue, accumulate, random_inputs
 
 RUNNER = CliRunner()
 F, I8, I32 = TensorProto.FLOAT, TensorProto.INT8, TensorProto.INT32
