@@ -604,6 +604,7 @@ def _rows(names: list[str], cfg: BenchConfig, console, label: str, store: Store,
 
     kept = {} if cfg.fresh else store.rows(key, names)
     todo = [n for n in names if n not in kept]
+    finished = run_tasks(cfg.engine_spec(), _evaluate_safely, todo, cfg, cfg.jobs)  # Ray starts here
     unstored: dict[str, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[last]}"))
@@ -618,7 +619,7 @@ def _rows(names: list[str], cfg: BenchConfig, console, label: str, store: Store,
 
         for row in kept.values():
             report(row)
-        for done in run_tasks(cfg.engine_spec(), _evaluate_safely, todo, cfg, cfg.jobs):
+        for done in finished:
             row = done.row if done.row is not None else _failed_row(done.name, cfg,
                                                                      f"worker failed: {done.failure}")
             if storable(row):

@@ -11,7 +11,8 @@ engine stopped its workers.
 - `local`: today's ProcessPoolExecutor with `jobs` workers; a single job runs
   in this process (no workers to start).
 - `ray`: each operator is a Ray task (`ray.remote`, one CPU each). Without an
-  address Ray starts a local instance with `num_cpus=jobs`; with one it
+  address Ray starts a new local instance with `num_cpus=jobs` (even when a
+  cluster runs on this machine: `--address auto` is for that); with one it
   connects to that cluster (`ray.init(address=...)`, whose nodes need
   embedcsp installed) and the cluster's CPUs decide the parallelism. Ray is
   an optional extra (`pip install 'embedcsp[ray]'`), imported only here.
@@ -99,28 +100,39 @@ def run_local(task: Task, names: list[str], cfg, jobs: int) -> Iterator[Finished
         pool.shutdown(wait=finished, cancel_futures=True)
 
 
-def run_ray(task: Task, names: list[str], cfg, jobs: int, address: str | None) -> Iterator[Finished]:
-    """Each name a Ray task, results as they complete; starts (and stops) Ray unless it is already up."""
+def start_ray(jobs: int, address: str | None):
+    """Ray, initialized: a local instance with `jobs` CPUs, or connected to the cluster at `address`.
+    Returns the module and whether this call started it (then the caller shuts it down)."""
     import logging
 
     try:
         import ray
     except ImportError:  # EngineSpec.check says so up front; this guards direct callers
         raise BadInput(f"--engine ray needs Ray, which is not installed: {RAY_HINT}") from None
+    if ray.is_initialized():  # a caller's own Ray session: use it, leave it up
+        return ray, False
+    options = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(address="local", num_cpus=jobs, **options)  # a new instance, even if one runs here
+    except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        text = str(exc).strip()
+        raise BadInput(f"--engine ray: cannot start or reach {where}: {type(exc).__name__}: "
+                       f"{text.splitlines()[0] if text else ''}") from None
+    return ray, True
 
-    started = False
-    if not ray.is_initialized():
-        options = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
-        try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=jobs, **options)
-        except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
-            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise BadInput(f"--engine ray: cannot start or reach {where}: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-        started = True
+
+def run_ray(task: Task, names: list[str], cfg, jobs: int, address: str | None) -> Iterator[Finished]:
+    """Each name a Ray task (one CPU), results as they complete. Ray starts here, before the first
+    result is asked for, so a failure to reach it is an error before any progress is shown."""
+    ray, started = start_ray(jobs, address)
+    return _ray_results(ray, started, task, names, cfg)
+
+
+def _ray_results(ray, started: bool, task: Task, names: list[str], cfg) -> Iterator[Finished]:
     pending: dict = {}
     try:
         remote = ray.remote(num_cpus=1)(task)
@@ -132,8 +144,8 @@ def run_ray(task: Task, names: list[str], cfg, jobs: int, address: str | None) -
                 try:
                     row = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 (the task's worker died or the node was lost)
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    yield Finished(name, None, f"{type(exc).__name__}: {first}")
+                    text = str(exc).strip()
+                    yield Finished(name, None, f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
                 else:
                     yield Finished(name, row)
     finally:
