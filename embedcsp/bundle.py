@@ -77,7 +77,7 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
     op, program = compiled.operator, compiled.program
     doc = {
         "format": FORMAT,
-        **family(compiled.accelerator.family).bundle_manifest(compiled),
+        **family(compiled.accelerator.family).bundle.manifest_fields(compiled),
         "operator": operator_table(op),
         "epilogue": compiled.options.epilogue.manifest(),
         "program": "program.bin",
@@ -130,7 +130,7 @@ def write_bundle(out: Path, compiled: Compiled, inputs: dict[str, np.ndarray], s
                        "operator's access maps say something else; build it with embedcsp.einsum")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        program_bin, image, layout = family(compiled.accelerator.family).bundle_files(compiled, inputs)
+        program_bin, image, layout = family(compiled.accelerator.family).bundle.files(compiled, inputs)
         (out / "program.bin").write_bytes(program_bin)
         image.tofile(out / "dram.bin")
         np.savez_compressed(out / "layout.npz", **layout)
@@ -548,7 +548,7 @@ def read_bundle(path: Path | str) -> Bundle:
         fam = family(isa if isinstance(isa, str) else repr(isa))
     except BadInput as exc:
         raise m.bad(f"isa {json.dumps(isa)[:60]}: {exc}") from None
-    cfg = fam.read_bundle_config(m)
+    cfg = fam.bundle.read_config(m)
     op = _operator(m)
     epilogue = _epilogue(m)
     if epilogue.name not in fam.epilogues:
@@ -562,7 +562,7 @@ def read_bundle(path: Path | str) -> Bundle:
     out_bytes = np.dtype(epilogue.out_dtype).itemsize
     _check_sizes(m, op, dram_bytes, out_bytes)
     dram = _read_dram(dram_file, dram_bytes)
-    program = fam.read_bundle_program(m, program_file, cfg, dram_bytes)
+    program = fam.bundle.read_program(m, program_file, cfg, dram_bytes)
     layout = _layout(layout_file, op, dram_bytes, out_bytes)
     return Bundle(path, doc, isa, cfg, op, epilogue, program, dram, layout, status)
 
@@ -657,7 +657,7 @@ def run_bundle(bundle: Bundle, seed: int = 1, inputs: Mapping[str, Any] | None =
     out_dram = bundle.layout[f"{op.output.name}_dram"]
     for byte in range(np.dtype(bundle.epilogue.out_dtype).itemsize):
         dram[out_dram.reshape(-1) + byte] = 0
-    got, counters = family(bundle.family).run_bundle_image(bundle, dram, out_dram)
+    got, counters = family(bundle.family).bundle.run_image(bundle, dram, out_dram)
     want = reference_output(op, given, bundle.epilogue)
     verification = compare(op, got, want, counters, time.perf_counter() - start)
     name = op.output.name

@@ -246,9 +246,10 @@ def test_family_protocol_and_refusals():
     fam = family("gemmini")
     assert fam is FAMILY and fam.forms == () and fam.epilogues[0] == "saturate"
     for member in ("load", "describe", "check_board", "reference_pins", "build", "execute", "cost",
-                   "roofline", "program_lines", "program_fields", "bench_columns", "bundle_manifest",
-                   "bundle_files", "read_bundle_config", "read_bundle_program", "run_bundle_image"):
+                   "roofline", "program_lines", "program_fields", "bench_columns"):
         assert callable(getattr(fam, member))
+    for part in ("manifest_fields", "files", "read_config", "read_program", "run_image"):
+        assert callable(getattr(fam.bundle, part))
     assert ISA16.pattern.statement() == "c[i,j] += a[i,k] * b[k,j]"
     assert ISA8.pattern.extents == {"i": 8, "j": 8, "k": 8}
     assert any("scratchpad 16384 rows" in line for line in fam.describe(ISA16))

@@ -129,6 +129,10 @@ def test_every_member_of_the_protocol_is_there():
     fam = registry.family("TEMPLATE")
     wanted = [n for n, v in vars(Family).items() if inspect.isfunction(v) and not n.startswith("_")]
     wanted += list(Family.__annotations__)
+    wanted += [n for n, v in vars(Family).items() if isinstance(v, property)]
+    assert "bundle" in wanted
+    for part in ("manifest_fields", "files", "read_config", "read_program", "run_image"):
+        assert callable(getattr(fam.bundle, part)), f"the TEMPLATE bundle format lacks {part}"
     for name in wanted:
         assert hasattr(fam, name), f"the TEMPLATE family lacks {name}"
         if name in vars(Family) and inspect.isfunction(vars(Family)[name]):
@@ -237,7 +241,7 @@ def test_the_model_carries_the_accumulator_across_its_batches():
     model = import_module(type(fam).__module__ + ".model")  # the family's package, by the registry
     op = gemm(12, 20, 45)
     compiled = compile_operator(op, embedcsp.load_accelerator(ISA), Options(epilogue=Epilogue("wrap")))
-    program_bin, image, _ = fam.bundle_files(compiled, random_inputs(op, 2))
+    program_bin, image, _ = fam.bundle.files(compiled, random_inputs(op, 2))
     cfg = compiled.program.config
     whole, c1 = model.run(model.decode(program_bin, cfg), image, cfg)
     single, c2 = model.run(model.decode(program_bin, cfg), image, cfg, chunk_bytes=1)

@@ -80,19 +80,15 @@ class Family(Protocol):
         """`gemm_uops` (instruction instances executed), `dram_load_bytes`, `dram_store_bytes`
         and `instructions` (program length) for the bench CSV."""
 
-    def bundle_manifest(self, compiled) -> dict:
-        """The manifest keys only this family's bundles have: at least `isa` (its name) and its
-        config table (docs/bundle-format.md)."""
-
-    def bundle_files(self, compiled, inputs: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray, dict]:
-        """(program file bytes, the DRAM image at start, layout.npz arrays) for `inputs`."""
-
-    def read_bundle_config(self, m) -> Any:
-        """The family's config from a manifest, through bundle.py's typed reader `m`; BadInput
-        naming the field for anything malformed."""
-
-    def read_bundle_program(self, m, file, config, dram_bytes: int) -> Any:
-        """The program file as the functional model decodes it, checked against the DRAM size."""
-
-    def run_bundle_image(self, bundle, dram: np.ndarray, out_dram: np.ndarray) -> tuple[np.ndarray, Any]:
-        """(the output tensor read through `out_dram`, counters): a read bundle run on `dram`."""
+    @property
+    def bundle(self) -> Any:
+        """The family's bundle format, a module or object with:
+        manifest_fields(compiled) -> dict: the manifest keys only this family's bundles have, at
+            least `isa` (its name) and its config table (docs/bundle-format.md);
+        files(compiled, inputs) -> (program file bytes, the DRAM image at start, layout.npz arrays);
+        read_config(m): its config from a manifest, through bundle.py's typed reader `m` (BadInput
+            naming the field for anything malformed);
+        read_program(m, file, config, dram_bytes): the program file as the functional model
+            decodes it, checked against the DRAM size; it has a length (instructions);
+        run_image(bundle, dram, out_dram) -> (the output tensor read through `out_dram`,
+            counters with gemm_uops): a read bundle run on `dram`."""

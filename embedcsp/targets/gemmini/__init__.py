@@ -150,35 +150,13 @@ class GemminiFamily:
 
         return bench_columns(compiled, verification)
 
-    def bundle_manifest(self, compiled) -> dict:
-        from embedcsp.targets.gemmini.bundle import manifest_fields
+    @property
+    def bundle(self):
+        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
+        read_program and run_image (docs/targets.md)."""
+        from embedcsp.targets.gemmini import bundle
 
-        return manifest_fields(compiled)
-
-    def bundle_files(self, compiled, inputs: dict[str, np.ndarray]):
-        from embedcsp.targets.gemmini.bundle import files
-
-        return files(compiled, inputs)
-
-    def read_bundle_config(self, m):
-        from embedcsp.targets.gemmini.bundle import read_config
-
-        return read_config(m)
-
-    def read_bundle_program(self, m, file, config, dram_bytes: int):
-        from embedcsp.targets.gemmini.bundle import read_program
-
-        return read_program(m, file, config, dram_bytes)
-
-    def run_bundle_image(self, bundle, dram: np.ndarray, out_dram: np.ndarray):
-        """(the output through out_dram, counters): a read bundle run on a filled DRAM image."""
-        from embedcsp.targets.gemmini.batch import run_entries
-        from embedcsp.targets.gemmini.codegen import read_output
-
-        final, counters = run_entries(bundle.program.entries, dram, bundle.program.dram_base, bundle.config)
-        out_bytes = 4 if bundle.epilogue.kind == "int32" else 1
-        return read_output(final, out_dram, out_bytes), counters
-
+        return bundle
 
 FAMILY = GemminiFamily()
 

@@ -133,3 +133,13 @@ def _check_dram_ranges(file: Path, en: Entries, cfg: GemminiConfig, base: int, d
                 pc = int(part[np.flatnonzero(bad)[0]])
                 raise BadInput(f"{file}: command {pc} ({what}) moves main memory outside dram.bin, "
                                f"which sits at [{base:#x}, {base + dram_bytes:#x})")
+
+
+def run_image(bundle, dram: np.ndarray, out_dram: np.ndarray):
+    """(the output through out_dram, counters): a read bundle run on a filled DRAM image."""
+    from embedcsp.targets.gemmini.batch import run_entries
+    from embedcsp.targets.gemmini.codegen import read_output
+
+    final, counters = run_entries(bundle.program.entries, dram, bundle.program.dram_base, bundle.config)
+    out_bytes = 4 if bundle.epilogue.kind == "int32" else 1
+    return read_output(final, out_dram, out_bytes), counters

@@ -142,31 +142,13 @@ class TileFamily:
         return {"gemm_uops": c.insns["compute"], "dram_load_bytes": c.load_bytes,
                 "dram_store_bytes": c.store_bytes, "instructions": len(compiled.program)}
 
-    def bundle_manifest(self, compiled) -> dict:
-        from embedcsp.targets.tile.bundle import manifest_fields
+    @property
+    def bundle(self):
+        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
+        read_program and run_image (docs/targets.md)."""
+        from embedcsp.targets.tile import bundle
 
-        return manifest_fields(compiled)
-
-    def bundle_files(self, compiled, inputs):
-        from embedcsp.targets.tile.bundle import files
-
-        return files(compiled, inputs)
-
-    def read_bundle_config(self, m):
-        from embedcsp.targets.tile.bundle import read_config
-
-        return read_config(m)
-
-    def read_bundle_program(self, m, file, config, dram_bytes: int):
-        from embedcsp.targets.tile.bundle import read_program
-
-        return read_program(m, file, config, dram_bytes)
-
-    def run_bundle_image(self, bundle, dram, out_dram):
-        from embedcsp.targets.tile.bundle import run_image
-
-        return run_image(bundle, dram, out_dram)
-
+        return bundle
 
 FAMILY = TileFamily()
 

@@ -87,37 +87,13 @@ class VtaFamily:
         return {"gemm_uops": counters.gemm_uops, "dram_load_bytes": sum(counters.load_bytes.values()),
                 "dram_store_bytes": counters.store_bytes, "instructions": len(compiled.program.insns)}
 
-    def bundle_manifest(self, compiled) -> dict:
-        """The manifest keys only a VTA bundle has (isa, vta_config, insn_count, plan, regions)."""
-        from embedcsp.targets.vta.bundle import manifest_fields
+    @property
+    def bundle(self):
+        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
+        read_program and run_image (docs/targets.md)."""
+        from embedcsp.targets.vta import bundle
 
-        return manifest_fields(compiled)
-
-    def bundle_files(self, compiled, inputs: dict[str, np.ndarray]):
-        """(program.bin bytes, dram.bin image, layout.npz arrays)."""
-        from embedcsp.targets.vta.bundle import files
-
-        return files(compiled, inputs)
-
-    def read_bundle_config(self, m):
-        """The manifest's vta_config, checked; `m` is bundle.py's typed manifest reader."""
-        from embedcsp.targets.vta.bundle import read_config
-
-        return read_config(m)
-
-    def read_bundle_program(self, m, file, config, dram_bytes: int):
-        """program.bin as the model decodes it; BadInput for anything malformed."""
-        from embedcsp.targets.vta.bundle import read_program
-
-        return read_program(m, file, config, dram_bytes)
-
-    def run_bundle_image(self, bundle, dram: np.ndarray, out_dram: np.ndarray):
-        """(outputs as laid out by out_dram, counters): a read bundle run on a filled DRAM image."""
-        from embedcsp.targets.vta.config import vta_accelerator
-        from embedcsp.targets.vta.execute import execute_image
-
-        pattern = vta_accelerator(bundle.config).pattern
-        return execute_image(bundle.program, dram, bundle.config, pattern, out_dram)
+        return bundle
 
     def reference_pins(self, op):
         """The CSP pins of VTA's fixed TVM mapping for `op` (docs/vta.md section 8)."""

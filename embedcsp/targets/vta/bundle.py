@@ -105,3 +105,12 @@ def _check_dram_range(file: Path, pc: int, insn: MemInsn, cfg: VtaConfig, dram_b
     if hi > dram_bytes:
         raise BadInput(f"{file}: instruction {pc} ({op} {_MEM_NAMES[insn.memory_type]}) moves dram.bin "
                        f"bytes in [{lo}, {hi}), past its end at {dram_bytes} bytes")
+
+
+def run_image(bundle, dram: np.ndarray, out_dram: np.ndarray):
+    """(outputs as laid out by out_dram, counters): a read bundle run on a filled DRAM image."""
+    from embedcsp.targets.vta.config import vta_accelerator
+    from embedcsp.targets.vta.execute import execute_image
+
+    pattern = vta_accelerator(bundle.config).pattern
+    return execute_image(bundle.program, dram, bundle.config, pattern, out_dram)
