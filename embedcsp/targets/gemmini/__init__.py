@@ -111,7 +111,11 @@ class GemminiFamily:
         the model's own reader and run on the DRAM image, outputs read through the maps."""
         from embedcsp.errors import ProgramError
         from embedcsp.targets.gemmini.batch import run_entries
-        from embedcsp.targets.gemmini.codegen import dram_image, output_dram, read_output
+        from embedcsp.targets.gemmini.codegen import (
+            dram_image,
+            output_dram,
+            read_output,
+        )
         from embedcsp.targets.gemmini.decode import read_entries
 
         program, op = compiled.program, compiled.operator

@@ -12,7 +12,13 @@ from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.reference import Epilogue
 from embedcsp.targets.gemmini.codegen import Program, element_maps, generate
 from embedcsp.targets.gemmini.plan import OS, WS, Plan, tilings
-from embedcsp.targets.gemmini.timing import BEAT_BYTES, WS_REUSE_MIN_ROWS, Board, board, cost_program
+from embedcsp.targets.gemmini.timing import (
+    BEAT_BYTES,
+    WS_REUSE_MIN_ROWS,
+    Board,
+    board,
+    cost_program,
+)
 
 EPILOGUES = ("saturate", "requant/nearest_even", "int32")
 # Candidates beyond the first are generated only while programs stay this small; the largest

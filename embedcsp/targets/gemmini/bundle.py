@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from embedcsp.errors import BadInput, IsaError
-from embedcsp.targets.gemmini.codegen import DRAM_BASE, dram_image, layout_arrays
-from embedcsp.targets.gemmini.config import CONFIG_KEYS, GemminiConfig
+from embedcsp.targets.gemmini.codegen import dram_image, layout_arrays
 from embedcsp.targets.gemmini.commands import ConfigLd, ConfigSt
+from embedcsp.targets.gemmini.config import CONFIG_KEYS, GemminiConfig
 from embedcsp.targets.gemmini.decode import ENTRY_BYTES, Entries, field, read_entries
 
 MAX_DRAM_BASE = 1 << 48  # a main-memory address: anything beyond is no Rocket physical address

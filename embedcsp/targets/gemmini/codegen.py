@@ -43,9 +43,7 @@ from embedcsp.targets.gemmini.commands import (
     FUNCT_MVOUT,
     FUNCT_PRELOAD,
     GARBAGE,
-    OS as OS_BIT,
     READ_FULL_BIT,
-    WS as WS_BIT,
     ConfigEx,
     ConfigLd,
     ConfigSt,
@@ -54,6 +52,12 @@ from embedcsp.targets.gemmini.commands import (
     encode,
     entries_bytes,
     epilogue_readout,
+)
+from embedcsp.targets.gemmini.commands import (
+    OS as OS_BIT,
+)
+from embedcsp.targets.gemmini.commands import (
+    WS as WS_BIT,
 )
 from embedcsp.targets.gemmini.config import GemminiConfig
 from embedcsp.targets.gemmini.plan import WS, Axis, Plan, fits

@@ -8,6 +8,7 @@ from embedcsp.csp import Pins
 from embedcsp.errors import NoEmbedding
 from embedcsp.operator import Operator
 
+
 def reference_pins(op: Operator) -> Pins:
     """The library's fixed mapping, whatever it costs.
 

@@ -57,7 +57,6 @@ from embedcsp.targets.tile.program import (
 from embedcsp.targets.tile.timing import Roofline, Timing, roofline, simulate
 
 
-
 class TileFamily:
     """The stages the core asks of a family, for any instruction a tile ISA file states."""
 

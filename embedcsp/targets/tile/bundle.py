@@ -26,7 +26,12 @@ from embedcsp.errors import BadInput, IsaError
 from embedcsp.targets.tile.codegen import Layout, Region
 from embedcsp.targets.tile.config import TileConfig, tile_config_from_dict
 from embedcsp.targets.tile.execute import run_binary
-from embedcsp.targets.tile.image import dram_image, inputs_from_image, layout_arrays, read_output
+from embedcsp.targets.tile.image import (
+    dram_image,
+    inputs_from_image,
+    layout_arrays,
+    read_output,
+)
 from embedcsp.targets.tile.model import RECORD
 
 
