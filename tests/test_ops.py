@@ -93,3 +93,16 @@ def test_cli_named_operators():
     r = runner.invoke(app, ["solve", "conv2d", "--n", "1", "--c", "8", "--h", "8", "--w", "8", "--k", "8",
                             "--r", "3", "--s", "3", "--pad", "1", "--pad-top", "1"])
     assert r.exit_code == 2 and "give either --pad" in r.stderr
+
+
+TILE_FILES = ("tile_mma_16x8x16", "tile_8x8x32", "tile_matvec", "tile_dot4", "tile_grouped")
+
+
+@pytest.mark.parametrize("name", TILE_FILES)
+def test_every_tile_instruction_runs_bmm_and_depthwise(name):
+    from pathlib import Path
+
+    acc = load_accelerator(Path(__file__).resolve().parents[1] / "isa" / f"{name}.toml")
+    for op in (bmm(3, 6, 5, 7), conv2d_general(1, 6, 7, 7, 6, 3, 3, groups=6, pads=(1, 1, 1, 1))):
+        o = solve_and_verify(op, acc, Options(time_limit=5), seed=3)
+        assert o.verification.ok, (name, op.describe())
