@@ -109,7 +109,7 @@ def test_resnet_like_block_compiles_verified_and_equal_to_onnxruntime(tmp_path):
     assert (s["layers"], s["verified"], s["distinct_shapes"], s["ort_equal"]) == (10, 10, 9, 10)
     assert s["host_by_type"] == {"Add": 1, "Flatten": 1, "Relu": 1}
     # Each attribute stated as a statement.
-    assert rows["dilated"]["statement"] == ("out[n,g,k,p,q] += data[n,g,c,p+2*r-2,q+2*s-1] * weight[g,k,c,r,s]")
+    assert rows["dilated"]["statement"] == "out[n,k,p,q] += data[n,c,p+2*r-2,q+2*s-1] * weight[k,c,r,s]"
     assert rows["depthwise"]["operator"].endswith("n=1 g=32 k=1 p=4 q=4 c=1 r=3 s=3")
     assert rows["down1x1"]["operator"].startswith("conv2d N=1 C=16 H=8 W=8 K=32 R=1 S=1")
     assert rows["fc"]["statement"] == "C[m,n] += A[m,k] * B[n,k]" and rows["fc"]["host_work"] == ["C 'fc_b' added"]
