@@ -106,3 +106,19 @@ def test_every_tile_instruction_runs_bmm_and_depthwise(name):
     for op in (bmm(3, 6, 5, 7), conv2d_general(1, 6, 7, 7, 6, 3, 3, groups=6, pads=(1, 1, 1, 1))):
         o = solve_and_verify(op, acc, Options(time_limit=5), seed=3)
         assert o.verification.ok, (name, op.describe())
+
+
+@pytest.mark.parametrize("isa", ["gemmini.toml", "gemmini_dim8.toml"])
+def test_gemmini_runs_depthwise_and_bmm_once_per_batch_element(isa, tmp_path):
+    from pathlib import Path
+
+    from embedcsp import read_bundle, run_bundle, write_bundle
+    from embedcsp.pipeline import compile_operator
+
+    acc = load_accelerator(Path(__file__).resolve().parents[1] / "isa" / isa)
+    for op in (bmm(3, 9, 20, 11), conv2d_general(1, 6, 7, 7, 6, 3, 3, groups=6, pads=(1, 1, 1, 1))):
+        o = solve_and_verify(op, acc, Options(time_limit=5), seed=4)
+        assert o.verification.ok and o.compiled.plan.n_bats > 1
+    compiled = compile_operator(bmm(3, 9, 20, 11), acc, Options(time_limit=5))
+    write_bundle(compiled, tmp_path / "b")
+    assert run_bundle(read_bundle(tmp_path / "b"), seed=7).ok

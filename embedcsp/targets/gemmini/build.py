@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from embedcsp.embedding import Embedding
-from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.errors import BadInput
 from embedcsp.reference import Epilogue
 from embedcsp.targets.gemmini.codegen import Program, element_maps, generate
 from embedcsp.targets.gemmini.plan import OS, WS, Plan, tilings
@@ -61,17 +61,12 @@ def estimate(plan: Plan) -> tuple[int, int]:
                 + rows.n * cols.n)
     body = max(load, ex, store) if t.slots > 1 else load + ex + store
     steps = nr * nc * nl
-    return max(body, load + store, commands) + steps * cfg.DIM, commands
+    return plan.n_bats * (max(body, load + store, commands) + steps * cfg.DIM), plan.n_bats * commands
 
 
 def best_program(embedding: Embedding, epilogue: Epilogue, board_name: str, candidates: int = 4,
                  double_buffer: bool = True, dataflows: tuple[str, ...] = (WS, OS)) -> tuple[Plan, Program]:
     """The best plan and its program: the estimate's best few, generated and costed."""
-    if "bat" in embedding.classes:
-        # The next step (VTA shows it, targets/vta/steps.py): run the tile loops once per batch
-        # element over its own slice of each region.
-        raise NoEmbedding(f"{embedding.operator.describe()} has a dim that indexes all three tensors; "
-                          "Gemmini's code generator does not iterate such a batch dim yet")
     b: Board = board(board_name)
     plans = tilings(embedding, out_bytes_of(epilogue), double_buffer, dataflows)
     scored = sorted(plans, key=lambda p: (estimate(p), p.tiling.dataflow != WS, -p.tiling.rows * p.tiling.cols))

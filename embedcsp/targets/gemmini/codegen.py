@@ -92,6 +92,7 @@ class Program:
     dataflow: str
     dram_base: int = DRAM_BASE
     extra: dict = field(default_factory=dict)
+    n_bats: int = 1  # batch elements, each with its own matrices after the previous one's
 
     def __len__(self) -> int:
         return len(self.funct)
@@ -184,11 +185,12 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     pitch_a, pitch_b, pitch_c = reds.total, cols.total, cols.total * out_bytes
     regions: dict[str, Region] = {}
     offset = 0
-    for name, size in ((a_name, rows.total * reds.total), (b_name, reds.total * cols.total),
-                       (c_name, rows.total * cols.total * out_bytes)):
+    nb = plan.n_bats
+    mat_a, mat_b, mat_c = rows.total * reds.total, reds.total * cols.total, rows.total * cols.total * out_bytes
+    for name, size in ((a_name, nb * mat_a), (b_name, nb * mat_b), (c_name, nb * mat_c)):
         regions[name] = Region(offset, size)
         offset = -(-(offset + size) // PAGE) * PAGE
-    base_a, base_b, base_c = (DRAM_BASE + regions[n].offset for n in (a_name, b_name, c_name))
+    region_a, region_b, region_c = (DRAM_BASE + regions[n].offset for n in (a_name, b_name, c_name))
 
     prologue = [Flush(), ConfigEx(dataflow=WS_BIT if t.dataflow == WS else OS_BIT),
                 ConfigLd(slot=0, stride=pitch_a, block_stride=t.rows * d),
@@ -210,8 +212,9 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
 
     sched = schedule(plan)
     for s in range(len(sched.I)):
-        ii, jj, ll = int(sched.I[s]), int(sched.J[s]), int(sched.L[s])
+        ii, jj, ll, bt = int(sched.I[s]), int(sched.J[s]), int(sched.L[s]), int(sched.B[s])
         R, C, L = row_r[ii], col_r[jj], red_r[ll]
+        base_a, base_b, base_c = region_a + bt * mat_a, region_b + bt * mat_b, region_c + bt * mat_c
         a0, b0, c0 = (plan.a_base(int(sched.a_slot[s])), plan.b_base(int(sched.b_slot[s])),
                       plan.c_base(int(sched.c_slot[s])))
         f_parts, r1_parts, r2_parts = [], [], []
@@ -256,7 +259,7 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     return Program(cfg, np.concatenate(parts_f), np.concatenate(parts_1), np.concatenate(parts_2),
                    np.concatenate(parts_s), regions,
                    {a_name: (rows, reds, False), b_name: (reds, cols, True), c_name: (rows, cols, False)},
-                   maps, tensors, out_bytes, t.dataflow)
+                   maps, tensors, out_bytes, t.dataflow, n_bats=nb)
 
 
 def _pairs_ws(plan: Plan, R: _Range, C: _Range, L: _Range, a0: int, b0: int, c0: int):
@@ -311,6 +314,7 @@ class Schedule:
     I: np.ndarray
     J: np.ndarray
     L: np.ndarray
+    B: np.ndarray       # batch element
     load_a: np.ndarray  # the step moves its A tiles in (else they are in their slot already)
     load_b: np.ndarray
     a_slot: np.ndarray
@@ -324,27 +328,33 @@ class Schedule:
 def schedule(plan: Plan) -> Schedule:
     t = plan.tiling
     nr, nc, nl = plan.tiles
-    s = np.arange(nr * nc * nl)
+    per = nr * nc * nl
+    s = np.arange(per * plan.n_bats)
+    B, s = s // per, s % per  # the batch loop is outermost
     L = s % nl
     if t.outer == "row":
         I, J = s // (nc * nl), (s // nl) % nc
     else:
         J, I = s // (nr * nl), (s // nl) % nr
-    load_a = np.r_[True, (I[1:] != I[:-1]) | (L[1:] != L[:-1])]
-    load_b = np.r_[True, (J[1:] != J[:-1]) | (L[1:] != L[:-1])]
+    new = B[1:] != B[:-1]  # another batch element: other data under the same tile indices
+    load_a = np.r_[True, (I[1:] != I[:-1]) | (L[1:] != L[:-1]) | new]
+    load_b = np.r_[True, (J[1:] != J[:-1]) | (L[1:] != L[:-1]) | new]
     first, last = L == 0, L == nl - 1
     tile = np.cumsum(first) - 1
-    return Schedule(I, J, L, load_a, load_b, (np.cumsum(load_a) - 1) % t.slots,
+    return Schedule(I, J, L, B, load_a, load_b, (np.cumsum(load_a) - 1) % t.slots,
                     (np.cumsum(load_b) - 1) % t.slots, tile % t.slots, tile, first, last)
 
 
 # ---------------------------------------------------------------- DRAM image and layout
 
-def packed_index(program: Program, operand: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
-    """Rows lo..hi of an operand's packed DRAM matrix: the tensor flat index each position holds,
-    -1 for a zero (conv padding)."""
+def packed_index(program: Program, operand: str, lo: int = 0, hi: int | None = None,
+                 batch: int = 0) -> np.ndarray:
+    """Rows lo..hi of an operand's packed DRAM matrix of batch element `batch`: the tensor flat
+    index each position holds, -1 for a zero (conv padding)."""
     r_axis, c_axis, transposed = program.axes[operand]
     emap = program.element_maps[operand]
+    if emap.ndim == 6:  # [bat, axis0, axis1, bat lanes (1 here), lanes0, lanes1]: the element's own
+        emap = emap[batch, :, :, 0]
     hi = r_axis.total if hi is None else hi
     rc, rl = r_axis.chunk_of[lo:hi, None], r_axis.lane_of[lo:hi, None]
     cc, cl = c_axis.chunk_of[None, :], c_axis.lane_of[None, :]
@@ -368,26 +378,28 @@ def dram_image(program: Program, inputs: dict[str, np.ndarray]) -> np.ndarray:
         r_axis, c_axis, _ = program.axes[name]
         region = program.regions[name]
         values = inputs[program.tensors[name]].reshape(-1).view(np.uint8)
-        mat = dram[region.offset:region.offset + region.size].reshape(r_axis.total, c_axis.total)
-        for lo, hi in _slabs(program, name):
-            idx = packed_index(program, name, lo, hi)
-            held = idx >= 0
-            part = mat[lo:hi]
-            part[held] = values[idx[held]]
+        mats = dram[region.offset:region.offset + region.size].reshape(program.n_bats, r_axis.total, c_axis.total)
+        for bt in range(program.n_bats):
+            for lo, hi in _slabs(program, name):
+                idx = packed_index(program, name, lo, hi, bt)
+                held = idx >= 0
+                part = mats[bt, lo:hi]
+                part[held] = values[idx[held]]
     return dram
 
 
 def output_dram(program: Program, shape: tuple[int, ...]) -> np.ndarray:
     """Byte offset in dram.bin of every output element (its first byte), in logical shape."""
     name = program.output
-    _, c_axis, _ = program.axes[name]
+    r_axis, c_axis, _ = program.axes[name]
     where = np.full(int(np.prod(shape)), -1, np.int64)
-    base = program.regions[name].offset
-    for lo, hi in _slabs(program, name):
-        idx = packed_index(program, name, lo, hi)
-        pos = (np.arange(lo, hi)[:, None] * c_axis.total + np.arange(c_axis.total)[None, :])
-        held = idx >= 0
-        where[idx[held]] = base + pos[held] * program.out_bytes
+    for bt in range(program.n_bats):
+        base = program.regions[name].offset + bt * r_axis.total * c_axis.total * program.out_bytes
+        for lo, hi in _slabs(program, name):
+            idx = packed_index(program, name, lo, hi, bt)
+            pos = (np.arange(lo, hi)[:, None] * c_axis.total + np.arange(c_axis.total)[None, :])
+            held = idx >= 0
+            where[idx[held]] = base + pos[held] * program.out_bytes
     assert (where >= 0).all(), "an output element has no place in DRAM"
     return where.reshape(shape)
 
@@ -404,7 +416,7 @@ def layout_arrays(program: Program, shapes: dict[str, tuple[int, ...]]) -> dict[
     """layout.npz: where each tensor element lives in dram.bin (docs/bundle-format.md)."""
     out: dict[str, np.ndarray] = {}
     for name in program.inputs:
-        idx = packed_index(program, name).reshape(-1)
+        idx = np.concatenate([packed_index(program, name, batch=bt).reshape(-1) for bt in range(program.n_bats)])
         where = np.flatnonzero(idx >= 0)
         tensor = program.tensors[name]
         out[f"{tensor}_dram"] = (program.regions[name].offset + where).astype(np.int64)

@@ -96,6 +96,9 @@ class Plan:
     tiling: Tiling
     out_bytes: int          # 1 (int8 epilogues) or 4 (int32)
     estimated_cycles: int = 0
+    # Independent products along the batch axis (a dim in all three tensors): the tile loops
+    # run once per batch element, over its own matrices in each region.
+    n_bats: int = 1
 
     @property
     def tiles(self) -> tuple[int, int, int]:
@@ -104,7 +107,7 @@ class Plan:
 
     @property
     def steps(self) -> int:
-        return math.prod(self.tiles)
+        return math.prod(self.tiles) * self.n_bats
 
     # ---- local memory map (rows): A slots, then B slots, in the scratchpad
     @property
@@ -134,7 +137,8 @@ class Plan:
     def describe(self) -> str:
         t = self.tiling
         flow = "weight-stationary" if t.dataflow == WS else f"output-stationary (chains of {t.chain})"
-        return (f"{self.rows.n}x{self.cols.n}x{self.reds.n} chunks in tiles of {t.rows}x{t.cols}x{t.reds}, "
+        batches = f"{self.n_bats} batches of " if self.n_bats > 1 else ""
+        return (f"{batches}{self.rows.n}x{self.cols.n}x{self.reds.n} chunks in tiles of {t.rows}x{t.cols}x{t.reds}, "
                 f"{t.outer}s outermost, {flow}, {'double' if t.slots > 1 else 'single'}-buffered")
 
 
@@ -165,7 +169,8 @@ def tilings(emb: Embedding, out_bytes: int, double_buffer: bool = True,
         raise NoEmbedding(f"an int32 read-out moves at most {cfg.max_cols_full_mvout} columns and one "
                           f"block per mvout, narrower than a DIM = {cfg.DIM} accumulator row")
     rows, cols, reds = axes(emb)
-    image = rows.total * reds.total + reds.total * cols.total + rows.total * cols.total * out_bytes
+    n_bats = emb.axis_length("bat") if "bat" in emb.classes else 1
+    image = n_bats * (rows.total * reds.total + reds.total * cols.total + rows.total * cols.total * out_bytes)
     if image > MAX_DRAM_BYTES:
         raise BadInput(f"{emb.operator.describe()} needs a {image / 2**30:.1f} GiB DRAM image in "
                        f"accelerator layout; embedcsp builds and checks images up to "
@@ -184,7 +189,7 @@ def tilings(emb: Embedding, out_bytes: int, double_buffer: bool = True,
                             continue
                         for outer in ("row", "col"):
                             t = Tiling(tr, tc, tl, outer, slots, dataflow, chain)
-                            plans.append(Plan(emb, cfg, rows, cols, reds, t, out_bytes))
+                            plans.append(Plan(emb, cfg, rows, cols, reds, t, out_bytes, n_bats=n_bats))
     if not plans:
         raise NoEmbedding("no tiling fits this Gemmini's scratchpad and accumulator")
     return plans
