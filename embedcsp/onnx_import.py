@@ -394,7 +394,7 @@ def _conv(x: tuple[int, ...], w: tuple[int, ...], attrs: dict) -> tuple[Operator
 def _ungrouped(op: Operator) -> Operator:
     """A dilated or asymmetrically padded conv of one group without its group dim: the same
     statement over NCHW/KCRS themselves. A dim of extent 1 that indexes all three tensors is
-    a batch dim to the solver, which a family without batch loops (Gemmini) refuses."""
+    a batch dim to the solver: a loop of one iteration, refused by a family without batch loops."""
     e = op.extents
     data = op.tensor("data")
     row, col = (str(ix) for ix in data.access[3:])
