@@ -122,3 +122,14 @@ def test_gemmini_runs_depthwise_and_bmm_once_per_batch_element(isa, tmp_path):
     compiled = compile_operator(bmm(3, 9, 20, 11), acc, Options(time_limit=5))
     write_bundle(compiled, tmp_path / "b")
     assert run_bundle(read_bundle(tmp_path / "b"), seed=7).ok
+
+
+@pytest.mark.parametrize("isa", [None, "gemmini.toml"])
+def test_bmm_has_a_reference_the_dense_mapping_per_batch_element(isa):
+    from pathlib import Path
+
+    acc = load_accelerator(None if isa is None else Path(__file__).resolve().parents[1] / "isa" / isa)
+    o = solve_and_verify(bmm(3, 35, 16, 32), acc, Options(time_limit=5, strategy="reference"), seed=5)
+    emb = o.compiled.embedding
+    assert o.verification.ok and any(lp.dim == "b" and lp.role == "bat" for lp in emb.loops)
+    assert emb.group("red").dims == ("k",)

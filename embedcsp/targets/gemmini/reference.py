@@ -8,6 +8,8 @@ from embedcsp.csp import Pins
 from embedcsp.errors import NoEmbedding
 from embedcsp.operator import Operator
 
+BMM = "C[b,m,n] += A[b,m,k] * B[b,k,n]"  # embedcsp.ops.bmm's statement
+
 
 def reference_pins(op: Operator) -> Pins:
     """The library's fixed mapping, whatever it costs.
@@ -19,9 +21,11 @@ def reference_pins(op: Operator) -> Pins:
     each filter tap (r, s as loops), so a C = 3 layer uses 3 of DIM reduction rows.
     The library's first-layer packing (pixel repeats) is not in embedcsp's subset.
     """
-    if op.kind == "gemm":
-        return Pins(binding=(("a", "A"), ("b", "B")), roles=(("m", "row"), ("n", "col"), ("k", "red")),
-                    form="matrix")
+    if op.kind == "gemm" or op.statement() == BMM:
+        # bmm: tiled_matmul_auto once per batch element (b a loop).
+        loops = (("b", "loop"),) if op.kind != "gemm" else ()
+        return Pins(binding=(("a", "A"), ("b", "B")),
+                    roles=(("m", "row"), ("n", "col"), ("k", "red"), *loops), form="matrix")
     if op.kind == "conv2d":
         return Pins(binding=(("a", "data"), ("b", "weight")),
                     roles=(("n", "row"), ("p", "row"), ("q", "row"), ("k", "col"), ("c", "red"),

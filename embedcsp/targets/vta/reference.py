@@ -8,6 +8,8 @@ from embedcsp.errors import NoEmbedding
 from embedcsp.operator import Operator
 from embedcsp.targets.vta.direct import direct_unsupported
 
+BMM = "C[b,m,n] += A[b,m,k] * B[b,k,n]"  # embedcsp.ops.bmm's statement
+
 
 def reference_pins(op: Operator) -> Pins:
     """VTA's fixed TVM strategy (docs/vta.md section 8), whatever it costs.
@@ -17,9 +19,11 @@ def reference_pins(op: Operator) -> Pins:
     micro-op per filter tap: BATCH = n, BLOCK_OUT = k, BLOCK_IN = c, the direct form.
     Sizes that are not multiples of the lanes are padded, as a TVM user must.
     """
-    if op.kind == "gemm":
-        return Pins(binding=(("inp", "B"), ("wgt", "A")), roles=(("n", "row"), ("m", "col"), ("k", "red")),
-                    form="matrix")
+    if op.kind == "gemm" or op.statement() == BMM:
+        # bmm: the dense mapping once per batch element (b a loop), our choice where TVM has none.
+        loops = (("b", "loop"),) if op.kind != "gemm" else ()
+        return Pins(binding=(("inp", "B"), ("wgt", "A")),
+                    roles=(("n", "row"), ("m", "col"), ("k", "red"), *loops), form="matrix")
     reason = direct_unsupported(op)
     if reason is not None:
         raise NoEmbedding(f"the reference strategy reads conv2d data in place, but here {reason}")
