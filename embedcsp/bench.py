@@ -140,7 +140,7 @@ def _ours(o: Outcome) -> dict:
     return {
         "status": c.report.status, "objective": c.report.objective, "bound": c.report.bound,
         "solve_s": round(c.report.seconds, 4), "padding_efficiency": round(c.embedding.efficiency, 6),
-        "embedding": lanes, **family(c.accelerator.family).bench_columns(c, v),
+        "embedding": lanes, **family(c.accelerator.family).report.bench_columns(c, v),
         "host_packed_bytes": sum(t.packed_bytes for t in o.transforms),
         "duplication": round(max(t.duplication for t in o.transforms), 4),
         "cycles": o.timing.cycles, "roofline_cycles": o.roofline.cycles,

@@ -32,7 +32,6 @@ import numpy as np
 from embedcsp.accelerator import Accelerator
 from embedcsp.operator import Operator
 
-
 CLASSES = ("row", "col", "red", "bat")
 
 

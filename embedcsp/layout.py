@@ -22,6 +22,7 @@ import numpy as np
 from embedcsp.embedding import Embedding, axis_coords
 from embedcsp.operator import Tensor
 
+
 def operand_axes(emb: Embedding, operand: str) -> tuple[str, ...]:
     """The lane classes (matrix axes) a pattern operand moves along, outer first: the
     batch axis where the embedding has one, then the first input's (row, red), the

@@ -26,7 +26,13 @@ import typer
 
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
-from embedcsp.errors import EXIT_FAILED, BadInput, EmbedcspError, NoEmbedding, SolverTimeout
+from embedcsp.errors import (
+    EXIT_FAILED,
+    BadInput,
+    EmbedcspError,
+    NoEmbedding,
+    SolverTimeout,
+)
 from embedcsp.onnx_import import (
     NOT_MATRIX,
     Layer,
@@ -38,7 +44,14 @@ from embedcsp.onnx_import import (
     safe_name,
 )
 from embedcsp.operator import Operator
-from embedcsp.pipeline import Options, check_seed, check_time_limit, compile_operator, host_transforms, solve_and_verify
+from embedcsp.pipeline import (
+    Options,
+    check_seed,
+    check_time_limit,
+    compile_operator,
+    host_transforms,
+    solve_and_verify,
+)
 from embedcsp.reference import Epilogue, accumulate, random_inputs
 from embedcsp.targets.registry import family
 
@@ -156,7 +169,13 @@ def solve_shape(job: ShapeJob) -> dict:
 
 
 def _solve_all(jobs: list[ShapeJob], n_workers: int, console) -> dict[int, dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     results: dict[int, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

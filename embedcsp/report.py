@@ -41,7 +41,7 @@ def outcome_dict(o: Outcome) -> dict:
         "padding_efficiency": c.embedding.efficiency,
         "useful_macs": c.operator.macs,
         "issued_macs": c.embedding.padded_macs,
-        **family(c.accelerator.family).program_fields(c, o.verification),
+        **family(c.accelerator.family).report.program_fields(c, o.verification),
         "host_transform": [t.as_dict() for t in o.transforms],
         "timing": o.timing.as_dict(),
         "roofline": {"cycles": o.roofline.cycles, "compute_cycles": o.roofline.compute_cycles,
@@ -76,7 +76,7 @@ def outcome_text(o: Outcome) -> list[str]:
         *(f"  {line}" for line in c.embedding.describe()),
         f"padding    efficiency {c.embedding.efficiency:.4f} "
         f"(useful {c.operator.macs} / issued {c.embedding.padded_macs} MACs)",
-        *fam.program_lines(c, v, o.timing),
+        *fam.report.program_lines(c, v, o.timing),
         "host       " + "; ".join(
             f"{h.tensor}: {human_bytes(h.logical_bytes)} -> {human_bytes(h.packed_bytes)} packed"
             + (f", duplication x{h.duplication:.2f}" if h.duplication > 1.0001 else "")

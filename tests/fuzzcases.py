@@ -251,9 +251,8 @@ def _documented(exc: Exception) -> str | None:
 def run_case(case: Case, independent: bool = True) -> Result:
     """Compile, verify and check one case; never raises."""
     from embedcsp.errors import ProgramError
-    from embedcsp.pipeline import Options
+    from embedcsp.pipeline import Options, solve_and_verify
     from embedcsp.reference import Epilogue
-    from embedcsp.pipeline import solve_and_verify
 
     start = time.perf_counter()
     try:

@@ -20,9 +20,8 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import FORMAT, covered, read_bundle, run_bundle, write_bundle
 from embedcsp.errors import BadInput
 from embedcsp.operator import conv2d, gemm
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, solve_and_verify
 from embedcsp.reference import Epilogue
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.execute import verify_program
 
 ACC = load_accelerator()

@@ -18,9 +18,8 @@ from embedcsp.csp import solve_embedding
 from embedcsp.embedding import check_scalar
 from embedcsp.errors import BadInput
 from embedcsp.operator import conv2d
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, solve_and_verify
 from embedcsp.reference import Epilogue, accumulate, random_inputs
-from embedcsp.pipeline import solve_and_verify
 
 ACC = load_accelerator()
 

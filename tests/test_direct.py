@@ -16,9 +16,8 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.csp import solve_embedding
 from embedcsp.operator import conv2d, gemm
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, solve_and_verify
 from embedcsp.reference import Epilogue
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import MEM_INP
 from embedcsp.targets.vta.direct import MAX_UNROLL, _Tile, _unroll, direct_unsupported
 from embedcsp.targets.vta.encoding import GemmInsn, MemInsn

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedcsp import BadInput, Epilogue, Options, gemm, load_accelerator, solve_and_verify
+from embedcsp import (
+    BadInput,
+    Epilogue,
+    Options,
+    gemm,
+    load_accelerator,
+    solve_and_verify,
+)
 from embedcsp.cli import app
 from embedcsp.pipeline import family_epilogue
 

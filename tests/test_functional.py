@@ -705,8 +705,7 @@ def test_product_kernels_are_factored_for_the_dense_path():
 def test_direct_conv_gemms_run_on_the_dense_path(monkeypatch):
     """Tap kernels are products of (taps x output blocks): the per-MAC gather must not be needed."""
     from embedcsp.operator import conv2d
-    from embedcsp.pipeline import Options
-    from embedcsp.pipeline import solve_and_verify
+    from embedcsp.pipeline import Options, solve_and_verify
     from embedcsp.targets.vta import functional
 
     def refuse(*args, **kwargs):

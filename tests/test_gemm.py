@@ -9,9 +9,8 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.embedding import check_scalar
 from embedcsp.operator import gemm
-from embedcsp.pipeline import Options, compile_operator
+from embedcsp.pipeline import Options, compile_operator, solve_and_verify
 from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import MEM_INP, MEM_WGT
 from embedcsp.targets.vta.encoding import FinishInsn, GemmInsn
 from embedcsp.targets.vta.functional import run

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedcsp import BadInput, Options, bmm, conv2d, conv2d_general, load_accelerator, solve_and_verify
+from embedcsp import (
+    BadInput,
+    Options,
+    bmm,
+    conv2d,
+    conv2d_general,
+    load_accelerator,
+    solve_and_verify,
+)
 from embedcsp.cli import app
 from embedcsp.reference import accumulate, random_inputs
 

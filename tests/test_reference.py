@@ -11,8 +11,7 @@ import pytest
 
 from embedcsp.accelerator import load_accelerator
 from embedcsp.operator import gemm
-from embedcsp.pipeline import Options
-from embedcsp.pipeline import solve_and_verify
+from embedcsp.pipeline import Options, solve_and_verify
 
 ACC = load_accelerator()
 

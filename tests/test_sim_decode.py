@@ -18,9 +18,8 @@ import embedcsp.targets.vta.encoding as encoding
 from embedcsp.accelerator import load_accelerator
 from embedcsp.errors import ProgramError
 from embedcsp.operator import gemm
-from embedcsp.pipeline import Options
+from embedcsp.pipeline import Options, solve_and_verify
 from embedcsp.reference import Epilogue
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.vta.config import VtaConfig, validate_config
 from embedcsp.targets.vta.decode import decode_insn, decode_program, decode_uops
 from embedcsp.targets.vta.encoding import (

@@ -15,9 +15,8 @@ from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
 from embedcsp.errors import BadInput, NoEmbedding, ProgramError
 from embedcsp.operator import conv2d, gemm
-from embedcsp.pipeline import Options, compile_operator
+from embedcsp.pipeline import Options, compile_operator, solve_and_verify
 from embedcsp.reference import Epilogue, random_inputs, reference_output
-from embedcsp.pipeline import solve_and_verify
 from embedcsp.targets.registry import family
 from embedcsp.targets.tile import model
 from embedcsp.targets.tile.batched import run_program_batched
@@ -253,11 +252,11 @@ def test_boards_and_the_reference_are_refused_clearly():
 
 def test_report_lines_and_fields():
     o = solve_and_verify(gemm(35, 70, 64), acc("tile_mma_16x8x16"), Options(), seed=1)
-    lines = FAMILY.program_lines(o.compiled, o.verification, o.timing)
+    lines = FAMILY.report.program_lines(o.compiled, o.verification, o.timing)
     assert lines[0].startswith("plan") and "records" in lines[1]
-    fields = FAMILY.program_fields(o.compiled, o.verification)
+    fields = FAMILY.report.program_fields(o.compiled, o.verification)
     assert fields["insn_count"] == len(o.compiled.program)
-    cols = FAMILY.bench_columns(o.compiled, o.verification)
+    cols = FAMILY.report.bench_columns(o.compiled, o.verification)
     assert cols["gemm_uops"] == o.verification.counters.insns["compute"]
     assert o.timing.as_dict()["board"] == "generic"
     assert RECORD.itemsize == 64
@@ -281,8 +280,9 @@ def test_a_transfer_outside_dram_bin_is_refused(tmp_path):
     with pytest.raises(BadInput, match="record 0 moves dram.bin bytes"):
         read_bundle(tmp_path)
     (tmp_path / "program.bin").write_bytes(raw)
-    from embedcsp.cli import app
     from typer.testing import CliRunner
+
+    from embedcsp.cli import app
 
     result = CliRunner().invoke(app, ["run", str(tmp_path), "--seed", "3"])
     assert result.exit_code == 0 and "verified" in result.output

@@ -70,15 +70,15 @@ class Family(Protocol):
     def roofline(self, compiled) -> Roofline:
         """The bound no program of this operator can beat on that board."""
 
-    def program_lines(self, compiled, verification, timing) -> list[str]:
-        """The family's lines of the text report (plan, program, execution, traffic)."""
-
-    def program_fields(self, compiled, verification) -> dict:
-        """The same facts for `--json`."""
-
-    def bench_columns(self, compiled, verification) -> dict:
-        """`gemm_uops` (instruction instances executed), `dram_load_bytes`, `dram_store_bytes`
-        and `instructions` (program length) for the bench CSV."""
+    @property
+    def report(self) -> Any:
+        """The family's part of reports, a module or object with:
+        program_lines(compiled, verification, timing) -> list[str]: its lines of the text report
+            (plan, program, execution, traffic);
+        program_fields(compiled, verification) -> dict: the same facts for `--json`;
+        bench_columns(compiled, verification) -> dict: `gemm_uops` (instruction instances
+            executed), `dram_load_bytes`, `dram_store_bytes` and `instructions` (program length)
+            for the bench CSV."""
 
     @property
     def bundle(self) -> Any:

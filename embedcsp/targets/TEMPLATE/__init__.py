@@ -104,20 +104,13 @@ class TemplateFamily:
 
         return roofline(compiled.program, compiled.operator)
 
-    def program_lines(self, compiled, verification, timing) -> list[str]:
-        from .report import program_lines
+    @property
+    def report(self):
+        """The family's part of reports (its report.py): program_lines, program_fields and
+        bench_columns (docs/targets.md)."""
+        from . import report
 
-        return program_lines(compiled, verification, timing)
-
-    def program_fields(self, compiled, verification) -> dict:
-        from .report import program_fields
-
-        return program_fields(compiled, verification)
-
-    def bench_columns(self, compiled, verification) -> dict:
-        c = verification.counters
-        return {"gemm_uops": c.mmas, "dram_load_bytes": c.load_bytes, "dram_store_bytes": c.store_bytes,
-                "instructions": len(compiled.program)}
+        return report
 
     @property
     def bundle(self):

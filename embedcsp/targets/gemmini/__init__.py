@@ -139,20 +139,13 @@ class GemminiFamily:
         return roofline(compiled.operator, compiled.accelerator.config, compiled.program.out_bytes,
                         board(compiled.options.board))
 
-    def program_lines(self, compiled, verification, timing) -> list[str]:
-        from embedcsp.targets.gemmini.report import program_lines
+    @property
+    def report(self):
+        """The family's part of reports (its report.py): program_lines, program_fields and
+        bench_columns (docs/targets.md)."""
+        from embedcsp.targets.gemmini import report
 
-        return program_lines(compiled, verification, timing)
-
-    def program_fields(self, compiled, verification) -> dict:
-        from embedcsp.targets.gemmini.report import program_fields
-
-        return program_fields(compiled, verification)
-
-    def bench_columns(self, compiled, verification) -> dict:
-        from embedcsp.targets.gemmini.report import bench_columns
-
-        return bench_columns(compiled, verification)
+        return report
 
     @property
     def bundle(self):

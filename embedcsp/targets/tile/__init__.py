@@ -126,20 +126,13 @@ class TileFamily:
             nbytes += int(held.sum()) * cfg.dtype(q).bytes
         return roofline(op.macs, nbytes, cfg)
 
-    def program_lines(self, compiled, verification, timing) -> list[str]:
-        from embedcsp.targets.tile.report import program_lines
+    @property
+    def report(self):
+        """The family's part of reports (its report.py): program_lines, program_fields and
+        bench_columns (docs/targets.md)."""
+        from embedcsp.targets.tile import report
 
-        return program_lines(compiled, verification, timing)
-
-    def program_fields(self, compiled, verification) -> dict:
-        from embedcsp.targets.tile.report import program_fields
-
-        return program_fields(compiled, verification)
-
-    def bench_columns(self, compiled, verification) -> dict:
-        c = verification.counters
-        return {"gemm_uops": c.insns["compute"], "dram_load_bytes": c.load_bytes,
-                "dram_store_bytes": c.store_bytes, "instructions": len(compiled.program)}
+        return report
 
     @property
     def bundle(self):

@@ -72,3 +72,10 @@ def program_fields(compiled, verification) -> dict:
         "dram_load_bytes": counters.load_bytes,
         "dram_store_bytes": counters.store_bytes,
     }
+
+
+def bench_columns(compiled, verification) -> dict:
+    """The bench CSV's execution columns: Computes executed, DRAM traffic, program records."""
+    c = verification.counters
+    return {"gemm_uops": c.insns["compute"], "dram_load_bytes": c.load_bytes,
+            "dram_store_bytes": c.store_bytes, "instructions": len(compiled.program)}

@@ -69,23 +69,13 @@ class VtaFamily:
         lines.append(f"boards     {', '.join(f'{b.name} ({b.clock_mhz:g} MHz, {b.bus_bytes} B/cycle)' for b in BOARDS.values())}")
         return lines
 
-    def program_lines(self, compiled, verification, timing) -> list[str]:
-        """Plan, program, execution and DRAM lines of the text report."""
-        from embedcsp.targets.vta.report import program_lines
+    @property
+    def report(self):
+        """The family's part of reports (its report.py): program_lines, program_fields and
+        bench_columns (docs/targets.md)."""
+        from embedcsp.targets.vta import report
 
-        return program_lines(compiled, verification, timing)
-
-    def program_fields(self, compiled, verification) -> dict:
-        """The same facts for --json."""
-        from embedcsp.targets.vta.report import program_fields
-
-        return program_fields(compiled, verification)
-
-    def bench_columns(self, compiled, verification) -> dict:
-        """The bench CSV's execution columns: instruction instances, DRAM traffic, program size."""
-        counters = verification.counters
-        return {"gemm_uops": counters.gemm_uops, "dram_load_bytes": sum(counters.load_bytes.values()),
-                "dram_store_bytes": counters.store_bytes, "instructions": len(compiled.program.insns)}
+        return report
 
     @property
     def bundle(self):

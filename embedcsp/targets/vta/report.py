@@ -38,3 +38,10 @@ def program_fields(compiled, verification) -> dict:
         "dram_load_bytes": counters.load_bytes,
         "dram_store_bytes": counters.store_bytes,
     }
+
+
+def bench_columns(compiled, verification) -> dict:
+    """The bench CSV's execution columns: instruction instances, DRAM traffic, program size."""
+    counters = verification.counters
+    return {"gemm_uops": counters.gemm_uops, "dram_load_bytes": sum(counters.load_bytes.values()),
+            "dram_store_bytes": counters.store_bytes, "instructions": len(compiled.program.insns)}
