@@ -379,8 +379,6 @@ def _conv(x: tuple[int, ...], w: tuple[int, ...], attrs: dict) -> tuple[Operator
     op = conv2d_general(n, c, spatial[0], spatial[1], k, kernel[0], kernel[1], groups=groups,
                         stride=(strides[0], strides[1]), dilation=(dilations[0], dilations[1]),
                         pads=(begin[0], end[0], begin[1], end[1]))
-    if groups == 1 and op.kind == "einsum":
-        op = _ungrouped(op)
     text = (f"conv{rank}d N={n} C={c} {'x'.join(map(str, x[2:]))} K={k} kernel {'x'.join(map(str, w[2:]))}"
             + (f" groups={groups}" if groups > 1 else "")
             + (f" stride={'x'.join(map(str, strides[-rank:]))}" if set(strides) != {1} else "")
@@ -389,18 +387,6 @@ def _conv(x: tuple[int, ...], w: tuple[int, ...], attrs: dict) -> tuple[Operator
             + (f" ({auto_pad})" if auto_pad != "NOTSET" else ""))
     check = IntegerCheck("ConvInteger", tuple((a, attrs[a]) for a in _CONV_ATTRS if a in attrs))
     return op, text, check
-
-
-def _ungrouped(op: Operator) -> Operator:
-    """A dilated or asymmetrically padded conv of one group without its group dim: the same
-    statement over NCHW/KCRS themselves. A dim of extent 1 that indexes all three tensors is
-    a batch dim to the solver: a loop of one iteration, refused by a family without batch loops."""
-    e = op.extents
-    data = op.tensor("data")
-    row, col = (str(ix) for ix in data.access[3:])
-    return einsum(f"out[n,k,p,q] += data[n,c,{row},{col}] * weight[k,c,r,s]",
-                  {d: e[d] for d in ("n", "k", "p", "q", "c", "r", "s")},
-                  {"data": (data.shape[0], data.shape[2], data.shape[3], data.shape[4])})
 
 
 _GEMM_STATEMENTS = {
