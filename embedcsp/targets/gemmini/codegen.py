@@ -218,7 +218,7 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
         a0, b0, c0 = (plan.a_base(int(sched.a_slot[s])), plan.b_base(int(sched.b_slot[s])),
                       plan.c_base(int(sched.c_slot[s])))
         f_parts, r1_parts, r2_parts = [], [], []
-        nx, nc, nl = len(R.idx), len(C.idx), len(L.idx)
+        nx, nl = len(R.idx), len(L.idx)
         if sched.load_a[s]:
             g0, gcols = a_groups[ll]
             x = np.repeat(np.arange(nx), len(g0))

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from embedcsp.targets.gemmini.config import GemminiConfig
 
 # funct7 of each command (docs/gemmini.md section 2.1).
@@ -421,12 +423,10 @@ def epilogue_readout(epilogue: Mapping[str, Any]) -> tuple[int, bool]:
 
 # ---------------------------------------------------------------- whole programs as arrays
 
-def descriptor_words(addr: Any, rows: Any, cols: Any) -> "np.ndarray":
+def descriptor_words(addr: Any, rows: Any, cols: Any) -> np.ndarray:
     """Descriptor registers `rows << 48 | cols << 32 | addr` for arrays of commands (the same
     layout as `encode`'s, for programs of millions of commands); ValueError if a field does
     not fit its bits."""
-    import numpy as np
-
     addr, rows, cols = (np.asarray(v, np.int64) for v in (addr, rows, cols))
     for name, v, bits in (("addr", addr, 32), ("rows", rows, 16), ("cols", cols, 16)):
         if v.size and (v.min() < 0 or v.max() >= 1 << bits):
@@ -437,10 +437,8 @@ def descriptor_words(addr: Any, rows: Any, cols: Any) -> "np.ndarray":
     return ((rows << 48) | (cols << 32) | addr).view(np.uint64)
 
 
-def entries_bytes(funct: "np.ndarray", rs1: "np.ndarray", rs2: "np.ndarray") -> bytes:
+def entries_bytes(funct: np.ndarray, rs1: np.ndarray, rs2: np.ndarray) -> bytes:
     """program.bin of command arrays: per command funct7, rs1, rs2 as little-endian u64."""
-    import numpy as np
-
     words = np.empty((len(funct), 3), "<u8")
     words[:, 0], words[:, 1], words[:, 2] = funct, rs1, rs2
     return words.tobytes()
