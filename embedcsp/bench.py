@@ -63,7 +63,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from embedcsp import deepbench
+from embedcsp import deepbench, networks
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bench_engines import EngineSpec, run_tasks
@@ -81,14 +81,14 @@ from embedcsp.pipeline import (
 from embedcsp.targets.registry import family
 
 COLUMNS = [
-    "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride",
+    "name", "kind", "M", "N", "K", "C", "H", "W", "R", "S", "pad", "stride", "dims",
     "status", "objective", "bound", "solve_s", "padding_efficiency", "embedding", "gemm_uops",
     "dram_load_bytes", "dram_store_bytes", "instructions", "host_packed_bytes", "duplication",
     "cycles", "roofline_cycles", "roofline_efficiency", "verified", "verify_s", "error",
     "ref_padding_efficiency", "ref_cycles", "ref_roofline_efficiency", "ref_verified", "ref_padded",
     "ref_error", "speedup", "board",
 ]
-SUITES = ("gemm", "conv", "all")
+SUITES = ("gemm", "conv", "all", *networks.NETWORKS)  # DeepBench, then the network suites
 LOW_UTILIZATION = 0.5  # the reference issues more than twice the useful MACs below this
 STORE_NAME = "results.sqlite"  # the results store's file in --out, unless --store names another
 TRANSIENT = ("internal error:", "worker failed:")  # errors of a row that is not stored
@@ -108,10 +108,35 @@ def deepbench_case(name: str) -> Case:
     return Case(p.name, p.operator())
 
 
+def case_for(name: str) -> Case:
+    """A DeepBench operator or a network layer (``<network>.<layer>``) by name."""
+    if networks.is_network_name(name):
+        layer = networks.lookup(name)
+        return Case(layer.name, layer.operator())
+    return deepbench_case(name)
+
+
+def canonical_name(name: str, suite: str) -> str:
+    """The canonical name of an operator given on the command line; in a network suite a bare
+    layer name (``C2``) means that network's layer."""
+    if networks.is_network_name(name):
+        return networks.lookup(name).name
+    if suite in networks.NETWORKS and not deepbench_name(name):
+        return networks.lookup(name, suite).name
+    return deepbench.lookup(name).name
+
+
+def deepbench_name(name: str) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"(gemm|conv)-\w+-\d+", name.strip().lower()) is not None
+
+
 def names_for(suite: str) -> list[str]:
-    """Operator names in suite order; duplicate conv rows are left out (solved once)."""
+    """Operator names in suite order; duplicate conv rows are left out (solved once); a network's
+    layers are its distinct shapes (each weighted by its count in the summary)."""
     if suite not in SUITES:
         raise BadInput(f"unknown suite {suite!r}: expected one of {', '.join(SUITES)}")
+    if suite in networks.NETWORKS:
+        return [layer.name for layer in networks.layers(suite)]
     problems: list = []
     if suite in ("gemm", "all"):
         problems += deepbench.gemm_problems()
@@ -124,6 +149,8 @@ def shape_columns(op: Operator) -> dict:
     prm = op.param_dict
     if op.kind == "gemm":
         return {"kind": "gemm", "M": prm["M"], "N": prm["N"], "K": prm["K"]}
+    if op.kind != "conv2d":  # an operator from a statement (bmm, grouped conv): its dim extents
+        return {"kind": op.kind, "dims": " ".join(f"{d.name}={d.extent}" for d in op.dims)}
     return {"kind": op.kind, **{k: prm[k] for k in ("N", "C", "H", "W", "K", "R", "S")},
             "pad": f"{prm['pad_h']}x{prm['pad_w']}", "stride": f"{prm['stride_h']}x{prm['stride_w']}"}
 
@@ -162,7 +189,7 @@ def evaluate(target: str | Case | Operator, isa: str | Path | None = None, time_
              seed: int = 0, board: str | None = None) -> dict:
     """One row: both strategies compiled, verified and costed. Errors become part of the row,
     so one failing operator never hides the rest of a sweep."""
-    case = (deepbench_case(target) if isinstance(target, str)
+    case = (case_for(target) if isinstance(target, str)
             else target if isinstance(target, Case) else Case(target.describe(), target))
     acc = load_accelerator(isa)
     board = board or family(acc.family).default_board
@@ -196,8 +223,27 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
-    """Figures over a sweep's rows; every one is computed from the rows, none is assumed."""
+def network_totals(rows: list[dict], counts: dict[str, int]) -> dict:
+    """Whole-network modelled time: the sum over layers of cycles x count, ours and the reference's,
+    over the layers both verified; None where some layer of the network lacks a verified program."""
+    weighted = [r for r in rows if r["name"] in counts]
+    both = [r for r in weighted if r.get("speedup") is not None]
+    complete = len(both) == len(weighted)
+    ours = sum(r["cycles"] * counts[r["name"]] for r in both)
+    ref = sum(r["ref_cycles"] * counts[r["name"]] for r in both)
+    return {
+        "network_layers": sum(counts[r["name"]] for r in weighted),
+        "network_distinct_layers": len(weighted),
+        "network_layers_timed": sum(counts[r["name"]] for r in both),
+        "network_cycles": ours if complete else None,
+        "ref_network_cycles": ref if complete else None,
+        "network_speedup": round(ref / ours, 6) if complete and ours else None,
+    }
+
+
+def summarize(rows: list[dict], wall_s: float | None = None, counts: dict[str, int] | None = None) -> dict:
+    """Figures over a sweep's rows; every one is computed from the rows, none is assumed. With
+    `counts` (a network suite's layer counts by name) also the whole-network modelled time."""
     ours = [r for r in rows if r.get("verified") is True]
     ref = [r for r in rows if r.get("ref_verified") is True]
     sped = [r for r in rows if r.get("speedup") is not None]
@@ -236,6 +282,7 @@ def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
         "max_verify_s": slowest_verify["verify_s"] if slowest_verify else None,
         "slowest_verify": slowest_verify["name"] if slowest_verify else None,
         "wall_s": None if wall_s is None else round(wall_s, 1),
+        **(network_totals(rows, counts) if counts else {}),
     }
 
 
@@ -269,6 +316,15 @@ def summary_lines(s: dict, title: str = "DeepBench") -> list[str]:
         (f"solve time: median {_f(s['median_solve_s'], '.3f')} s, max {_f(s['max_solve_s'], '.3f')} s "
          f"({s['slowest_solve'] or 'n/a'})"),
     ]
+    if s.get("network_layers") is not None:
+        if s["network_cycles"] is not None:
+            lines.append(f"modelled network time ({s['network_layers']} layer runs of "
+                         f"{s['network_distinct_layers']} distinct shapes, cycles x count): "
+                         f"{s['network_cycles']} cycles ours, {s['ref_network_cycles']} "
+                         f"reference, {_f(s['network_speedup'], '.3f')}x")
+        else:
+            lines.append(f"whole network ({s['network_layers']} layers): n/a, only {s['network_layers_timed']} "
+                         "layers have both programs verified")
     if s["wall_s"] is not None:
         lines.append(f"wall time: {s['wall_s']:.1f} s")
     if s["ref_unavailable"]:
@@ -302,6 +358,8 @@ def write_json(rows: list[dict], summary: dict, path: Path, selection: Selection
 def _shape(row: dict) -> str:
     if row.get("kind") == "gemm":
         return f"M={row['M']} N={row['N']} K={row['K']}"
+    if row.get("kind") != "conv2d" and row.get("dims"):
+        return f"{row['kind']} {row['dims']}"
     return (" ".join(f"{k}={row[k]}" for k in ("N", "C", "H", "W", "K", "R", "S"))
             + f" pad={row['pad']} stride={row['stride']}")
 
@@ -345,7 +403,7 @@ def write_plot(rows: list[dict], path: Path, title: str = "DeepBench") -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    colour = {"gemm": "tab:blue", "conv2d": "tab:orange"}
+    colour = {"gemm": "tab:blue", "conv2d": "tab:orange", "einsum": "tab:green"}
     kinds = [k for k in colour if any(r.get("kind") == k for r in rows)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, 0.06 * len(rows) + 4), 7), sharex=True)
     for kind in kinds:
@@ -422,7 +480,8 @@ class Selection:
     @property
     def short_title(self) -> str:
         on = "" if self.accelerator == DEFAULT_ACCELERATOR else f" on {self.accelerator}"
-        return f"DeepBench {self.suite or 'subset'}{on}"
+        what = "Network" if self.suite in networks.NETWORKS else "DeepBench"  # a network suite: its layers
+        return f"{what} {self.suite or 'subset'}{on}"
 
     @property
     def title(self) -> str:
@@ -519,7 +578,7 @@ class BenchConfig:
         """Operator names to run, checked up front so a typo costs nothing."""
         if not self.only:
             return names_for(self.suite)
-        return list(dict.fromkeys(deepbench.lookup(n).name for n in self.only))  # canonical, deduplicated
+        return list(dict.fromkeys(canonical_name(n, self.suite) for n in self.only))  # canonical, deduplicated
 
     def selection(self) -> Selection:
         acc = load_accelerator(self.isa)
@@ -680,7 +739,7 @@ def run(cfg: BenchConfig, console=None) -> BenchResult:
     with open_store(cfg.store_path()) as store:
         rows, from_store = _rows(list(selection.operators), cfg, console, selection.short_title, store,
                                  cfg.run_key(selection))
-    summary = summarize(rows, time.perf_counter() - start)
+    summary = summarize(rows, time.perf_counter() - start, networks.counts(list(selection.operators)))
     stem = _free_stem(cfg.out, selection)  # another run may have written the stem meanwhile
     note = None
     if stem != selection.stem:

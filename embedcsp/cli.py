@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from embedcsp import bench, deepbench
+from embedcsp import bench, deepbench, networks
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bundle import read_bundle, run_bundle, write_bundle
@@ -67,6 +67,11 @@ class Suite(str, Enum):
     gemm = "gemm"
     conv = "conv"
     all = "all"
+    resnet18 = "resnet18"  # the network suites (embedcsp/networks.py, docs/networks.md)
+    resnet50 = "resnet50"
+    mobilenetv2 = "mobilenetv2"
+    bert_base = "bert-base"
+    mlperf_tiny = "mlperf-tiny"
 
 
 # Options shared by every `solve` command.
@@ -319,8 +324,14 @@ def isa_check(files: list[Path] = typer.Argument(..., help="ISA files to validat
 
 
 @deepbench_app.command("list")
-def deepbench_list(suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all.")) -> None:
-    """List the DeepBench inference operators with their shapes."""
+def deepbench_list(suite: Suite = typer.Option(Suite.all, "--suite",
+                                                help="gemm, conv or all, or a network suite.")) -> None:
+    """List the DeepBench inference operators with their shapes (or a network's layers, with counts)."""
+    if suite.value in networks.NETWORKS:
+        for layer in networks.layers(suite.value):
+            shape = " ".join(f"{k}={v}" for k, v in layer.shape)
+            typer.echo(f"{layer.name:28s} x{layer.count:<3d} {layer.op} {shape}")
+        return
     if suite in (Suite.gemm, Suite.all):
         for p in deepbench.gemm_problems():
             typer.echo(f"{p.name:16s} M={p.m} N={p.n} K={p.k}")
@@ -386,7 +397,8 @@ class BenchEngine(str, Enum):
 def bench_cmd(
     names: Optional[list[str]] = typer.Argument(None, show_default=False,
                                                 help="Operator names, as with --only."),
-    suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all."),
+    suite: Suite = typer.Option(Suite.all, "--suite", help="gemm, conv or all (DeepBench), or a network: "
+                                "resnet18, resnet50, mobilenetv2, bert-base, mlperf-tiny (docs/networks.md)."),
     only: Optional[list[str]] = typer.Option(None, "--only", show_default=False,
                                              help="Just these operators (repeat it, or list names after it)."),
     jobs: int = typer.Option(2, "--jobs", help="Worker processes (one per core); with --engine ray and no "
