@@ -120,4 +120,5 @@ class TemplateFamily:
 
         return bundle
 
+
 FAMILY = TemplateFamily()

@@ -155,6 +155,7 @@ class GemminiFamily:
 
         return bundle
 
+
 FAMILY = GemminiFamily()
 
 __all__ = [

@@ -142,6 +142,7 @@ class TileFamily:
 
         return bundle
 
+
 FAMILY = TileFamily()
 
 __all__ = [
