@@ -9,6 +9,7 @@ promise.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,3 +93,16 @@ class Family(Protocol):
             decodes it, checked against the DRAM size; it has a length (instructions);
         run_image(bundle, dram, out_dram) -> (the output tensor read through `out_dram`,
             counters with gemm_uops): a read bundle run on `dram`."""
+
+
+class PackageParts:
+    """`report` and `bundle` as a family package's own report.py and bundle.py, for a family
+    class defined in its package's __init__.py (every built-in family, and TEMPLATE's copies)."""
+
+    @property
+    def report(self):
+        return import_module(f"{type(self).__module__}.report")
+
+    @property
+    def bundle(self):
+        return import_module(f"{type(self).__module__}.bundle")

@@ -48,13 +48,14 @@ To start your own family from this one (tests/test_template_family.py does exact
 from __future__ import annotations
 
 from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.targets.family import PackageParts
 
 from . import config as _config
 
 NAME = _config.NAME
 
 
-class TemplateFamily:
+class TemplateFamily(PackageParts):
     """The stages the core asks of a family (embedcsp/targets/family.py)."""
 
     name = NAME
@@ -103,22 +104,6 @@ class TemplateFamily:
         from .cost import roofline
 
         return roofline(compiled.program, compiled.operator)
-
-    @property
-    def report(self):
-        """The family's part of reports (its report.py): program_lines, program_fields and
-        bench_columns (docs/targets.md)."""
-        from . import report
-
-        return report
-
-    @property
-    def bundle(self):
-        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
-        read_program and run_image (docs/targets.md)."""
-        from . import bundle
-
-        return bundle
 
 
 FAMILY = TemplateFamily()

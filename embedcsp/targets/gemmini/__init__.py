@@ -22,6 +22,7 @@ import numpy as np
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.progress import SILENT, Progress
+from embedcsp.targets.family import PackageParts
 from embedcsp.targets.gemmini.commands import (
     GARBAGE,
     OS,
@@ -52,7 +53,7 @@ from embedcsp.targets.gemmini.decode import decode_program
 from embedcsp.targets.gemmini.model import Counters, run, run_program
 
 
-class GemminiFamily:
+class GemminiFamily(PackageParts):
     """The stages the core asks of a family, for Gemmini."""
 
     name = "gemmini"
@@ -138,22 +139,6 @@ class GemminiFamily:
 
         return roofline(compiled.operator, compiled.accelerator.config, compiled.program.out_bytes,
                         board(compiled.options.board))
-
-    @property
-    def report(self):
-        """The family's part of reports (its report.py): program_lines, program_fields and
-        bench_columns (docs/targets.md)."""
-        from embedcsp.targets.gemmini import report
-
-        return report
-
-    @property
-    def bundle(self):
-        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
-        read_program and run_image (docs/targets.md)."""
-        from embedcsp.targets.gemmini import bundle
-
-        return bundle
 
 
 FAMILY = GemminiFamily()

@@ -27,6 +27,7 @@ and the compiler seam (docs/tile.md section 10):
 
 import numpy as np
 
+from embedcsp.targets.family import PackageParts
 from embedcsp.targets.tile.config import (
     DTYPES,
     DType,
@@ -57,7 +58,7 @@ from embedcsp.targets.tile.program import (
 from embedcsp.targets.tile.timing import Roofline, Timing, roofline, simulate
 
 
-class TileFamily:
+class TileFamily(PackageParts):
     """The stages the core asks of a family, for any instruction a tile ISA file states."""
 
     name = "tile"
@@ -125,22 +126,6 @@ class TileFamily:
             held[index[index >= 0]] = True
             nbytes += int(held.sum()) * cfg.dtype(q).bytes
         return roofline(op.macs, nbytes, cfg)
-
-    @property
-    def report(self):
-        """The family's part of reports (its report.py): program_lines, program_fields and
-        bench_columns (docs/targets.md)."""
-        from embedcsp.targets.tile import report
-
-        return report
-
-    @property
-    def bundle(self):
-        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
-        read_program and run_image (docs/targets.md)."""
-        from embedcsp.targets.tile import bundle
-
-        return bundle
 
 
 FAMILY = TileFamily()

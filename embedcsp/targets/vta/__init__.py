@@ -19,9 +19,10 @@ import numpy as np
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.progress import SILENT, Progress
+from embedcsp.targets.family import PackageParts
 
 
-class VtaFamily:
+class VtaFamily(PackageParts):
     """The stages the core asks of a family, for VTA."""
 
     @property
@@ -68,22 +69,6 @@ class VtaFamily:
                      f"<= 65535 elements, requant shift 0..15")
         lines.append(f"boards     {', '.join(f'{b.name} ({b.clock_mhz:g} MHz, {b.bus_bytes} B/cycle)' for b in BOARDS.values())}")
         return lines
-
-    @property
-    def report(self):
-        """The family's part of reports (its report.py): program_lines, program_fields and
-        bench_columns (docs/targets.md)."""
-        from embedcsp.targets.vta import report
-
-        return report
-
-    @property
-    def bundle(self):
-        """The family's bundle format (its bundle.py): manifest_fields, files, read_config,
-        read_program and run_image (docs/targets.md)."""
-        from embedcsp.targets.vta import bundle
-
-        return bundle
 
     def reference_pins(self, op):
         """The CSP pins of VTA's fixed TVM mapping for `op` (docs/vta.md section 8)."""
