@@ -56,9 +56,6 @@ class Accelerator:
                 roles[d] = "red"
         return roles
 
-    def lane_dim(self, role: str) -> str:
-        return next(d for d, r in self.role_of.items() if r == role)
-
     def description(self) -> dict:
         """The whole description as an ISA file would state it (docs/isa-files.md), lanes as numbers."""
         tables = self.config.tables()
