@@ -67,7 +67,7 @@ from embedcsp import deepbench, networks
 from embedcsp.__about__ import __version__
 from embedcsp.accelerator import load_accelerator
 from embedcsp.bench_engines import EngineSpec, run_tasks
-from embedcsp.bench_store import RunKey, Store, open_store
+from embedcsp.bench_store import RunKey, Store, code_version, open_store
 from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput, EmbedcspError
 from embedcsp.operator import Operator
@@ -572,7 +572,7 @@ class BenchConfig:
     def run_key(self, selection: Selection) -> RunKey:
         """The store's key of this run's rows (with the operator's name)."""
         return RunKey(accelerator_sha256=selection.accelerator_sha256, board=selection.board,
-                      seed=self.seed, time_limit=float(self.time_limit), version=__version__)
+                      seed=self.seed, time_limit=float(self.time_limit), version=code_version())
 
     def names(self) -> list[str]:
         """Operator names to run, checked up front so a typo costs nothing."""

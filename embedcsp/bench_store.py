@@ -2,7 +2,9 @@
 
 A row is keyed by the operator's name and a `RunKey`: the accelerator
 description's sha256 (`Accelerator.digest`), the board, the seed, the solver's
-time limit and the embedcsp version, everything that can change a row. Jobs,
+time limit and the code version (`code_version`: the release and a digest of the
+package's sources and tables, so a changed compiler never serves stale rows),
+everything that can change a row. Jobs,
 the engine and the output directory cannot, so they are not part of the key:
 rows computed by a subset run, on Ray or with another `--out` serve every
 later run that shares the store and the key.
@@ -19,10 +21,12 @@ Rows go in and come out as JSON, so a row read back is the row written
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from embedcsp.errors import BadInput
@@ -44,6 +48,27 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (operator, accelerator_sha256, board, seed, time_limit, version)
 );
 """
+
+
+@cache
+def code_version() -> str:
+    """`<release>+<digest>`: the release number alone would let a row computed by an older
+    compiler of the same release (a development tree, an edited install) answer for a newer
+    one, so the key also hashes every source file and operator table of the package."""
+    from embedcsp.__about__ import __version__
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    files = [*root.rglob("*.py")]
+    from importlib.resources import files as resource_files
+
+    tables = Path(str(resource_files("embedcsp.deepbench")))
+    files += [*tables.rglob("*.csv")]
+    for path in sorted(files):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)

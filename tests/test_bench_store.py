@@ -216,6 +216,14 @@ def test_rows_that_say_nothing_about_the_operator_are_not_stored(tmp_path, fake,
         assert store.count() == 0
 
 
+def test_the_code_version_hashes_the_sources():
+    from embedcsp.__about__ import __version__
+    from embedcsp.bench_store import code_version
+
+    release, _, digest = code_version().partition("+")
+    assert release == __version__ and len(digest) == 12 and int(digest, 16) >= 0
+
+
 @pytest.mark.parametrize("change", [{"seed": 1}, {"board": "ultra96"}, {"isa": _variant_named_vta},
                                     {"time_limit": 5.0}, {"version": "999.0"}])
 def test_a_key_change_recomputes(tmp_path, fake, monkeypatch, change):
@@ -224,8 +232,8 @@ def test_a_key_change_recomputes(tmp_path, fake, monkeypatch, change):
     bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=tmp_path / "a2", store=store))
     assert len(fake) == 1
     change = {k: v(tmp_path) if callable(v) else v for k, v in change.items()}
-    if "version" in change:
-        monkeypatch.setattr(bench, "__version__", change.pop("version"))
+    if "version" in change:  # a new release, or the same release with other sources
+        monkeypatch.setattr(bench, "code_version", lambda v=change.pop("version"): v)
     other = bench.run(bench.BenchConfig(only=("gemm-device-4",), jobs=1, out=tmp_path / "b", store=store,
                                         **change))
     assert len(fake) == 2 and other.from_store == 0
