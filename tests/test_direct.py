@@ -198,3 +198,97 @@ def test_broken_direct_program_is_rejected():
     out = output_dram(c.program, op.output.shape)
     got, _ = execute_image(insns, dram, c.program.config, ACC.pattern, out)
     assert not np.array_equal(got, reference_output(op, inputs, Epilogue()))
+
+
+def _grouped(n, c, h, w, k, r, s, groups, stride=(1, 1), pads=(1, 1, 1, 1)):
+    from embedcsp.ops import conv2d_general
+
+    return conv2d_general(n, c, h, w, k, r, s, groups=groups, stride=stride, pads=pads)
+
+
+@pytest.mark.parametrize("shape,groups,stride", [
+    ((1, 8, 9, 9, 8, 3, 3), 8, (1, 1)),  # depthwise: one channel per group, 1 of 256 MACs useful
+    ((2, 6, 7, 8, 9, 3, 3), 3, (2, 1)),  # grouped, batch 2, K/G = 3
+    ((1, 64, 10, 10, 64, 3, 3), 16, (2, 2)),  # ResNeXt-like: 4 channels per group
+    ((1, 64, 6, 7, 96, 3, 3), 2, (1, 1)),  # 32 in, 48 out per group: two and three blocks
+])
+def test_grouped_reference_is_the_fixed_conv_once_per_group(shape, groups, stride):
+    n, c, h, w, k, r, s = shape
+    op = _grouped(*shape, groups, stride)
+    o = solve_and_verify(op, ACC, Options(strategy="reference"), seed=3)
+    emb = o.compiled.embedding
+    assert o.verification.ok and o.verification.checked == op.output.size
+    assert emb.form == "direct" and emb.bound == {"inp": "data", "wgt": "weight", "acc": "out"}
+    assert emb.group("red").dims == ("c",) and emb.group("col").dims == ("k",)
+    assert [(lp.dim, lp.role) for lp in emb.loops_of("bat")] == [("g", "bat")]
+    assert o.compiled.plan.n_bats == groups
+    cg, kg = c // groups, k // groups
+    p, q = op.extents["p"], op.extents["q"]
+    assert emb.padded_macs == groups * n * p * q * r * s * 16 * math.ceil(cg / 16) * 16 * math.ceil(kg / 16)
+
+
+def test_each_group_is_laid_out_as_the_ungrouped_reference_of_that_group():
+    """Group b's slice of every region holds exactly what the ungrouped reference conv of group b
+    alone holds: the grouped program is the fixed per-group conv, nothing else."""
+    from embedcsp.pipeline import compile_operator
+    from embedcsp.reference import random_inputs
+    from embedcsp.targets.vta.codegen import dram_image
+
+    n, c, h, w, k, groups = 2, 12, 7, 6, 18, 3
+    op = _grouped(n, c, h, w, k, 3, 3, groups, (2, 1), (0, 1, 1, 0))
+    one = _grouped(n, c // groups, h, w, k // groups, 3, 3, 1, (2, 1), (0, 1, 1, 0))
+    grouped = compile_operator(op, ACC, Options(strategy="reference")).program
+    single = compile_operator(one, ACC, Options(strategy="reference")).program
+    inputs = random_inputs(op, 11)
+    data = inputs["data"].reshape(n, groups, c // groups, h, w)
+    weight = inputs["weight"].reshape(groups, k // groups, c // groups, 3, 3)
+    image = dram_image(grouped, inputs)
+    for name in ("inp", "wgt"):
+        assert grouped.regions[name].size == groups * single.regions[name].size
+    for b in range(groups):
+        mine = dram_image(single, {"data": np.ascontiguousarray(data[:, b]), "weight": weight[b]})
+        for name in ("inp", "wgt"):
+            size = single.regions[name].size
+            start = grouped.regions[name].offset + b * size
+            ref = single.regions[name].offset
+            np.testing.assert_array_equal(image[start:start + size], mine[ref:ref + size])
+
+
+@pytest.mark.parametrize("shape,kw,border", [
+    ((1, 16, 32, 32, 32, 3, 3), dict(stride=(2, 2), pads=(0, 1, 0, 1)), (0, 0)),  # Keras 'same', stride 2
+    ((1, 1, 49, 10, 64, 10, 4), dict(stride=(2, 2), pads=(4, 5, 1, 1)), (0, 0)),  # DS-CNN's first conv
+    ((1, 16, 6, 6, 16, 1, 1), dict(stride=(2, 2), pads=(0, 2, 0, 2)), (1, 1)),  # last window all padding
+    ((1, 16, 4, 5, 16, 17, 17), dict(pads=(16, 0, 15, 0)), (16, 0)),  # beyond LOAD's 15 on top only
+    ((1, 32, 6, 6, 32, 3, 3), dict(groups=2, stride=(2, 2), pads=(0, 1, 0, 1)), (0, 0)),  # grouped too
+])
+def test_asymmetric_padding_in_the_direct_form(shape, kw, border):
+    from embedcsp.ops import conv2d_general
+
+    n, c, h, w, *_ = shape
+    op = conv2d_general(*shape, **kw)
+    o = solve_and_verify(op, ACC, Options(strategy="reference"), seed=5)
+    assert o.compiled.embedding.form == "direct"
+    assert o.verification.ok and o.verification.checked == op.output.size
+    data = next(t for t in o.transforms if t.tensor == "data")
+    assert data.packed_bytes == n * 16 * math.ceil(c // kw.get("groups", 1) / 16) * kw.get("groups", 1) * (
+        h + 2 * border[0]) * (w + 2 * border[1])
+
+
+def test_conv_shape_reads_the_access_maps():
+    from embedcsp.einsum import einsum
+    from embedcsp.ops import conv2d_general
+    from embedcsp.targets.vta.direct import ConvShape, conv_shape
+
+    got = conv_shape(conv2d_general(2, 12, 9, 8, 6, 3, 2, groups=3, stride=(2, 3), pads=(1, 2, 0, 1)))
+    assert got == ConvShape(N=2, G=3, C=4, K=2, H=9, W=8, R=3, S=2, P=5, Q=3, sh=2, sw=3, top=1, left=0)
+    assert (got.bottom, got.right) == (1, 0)  # the last windows reach 1 of 2 rows and 0 of 1 column padded
+    plain = conv_shape(conv2d(1, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1))
+    assert (plain.G, plain.top, plain.left, plain.bottom, plain.right) == (1, 1, 1, 1, 1)
+    dilated = conv2d_general(1, 4, 9, 9, 4, 3, 3, dilation=(2, 1), pads=(2, 2, 1, 1))
+    assert "dilated" in conv_shape(dilated) and direct_unsupported(dilated) == conv_shape(dilated)
+    renamed = einsum("y[n,k,p,q] += x[n,c,p+r,q+s] * f[k,c,r,s]",
+                     {"n": 1, "k": 4, "p": 3, "q": 3, "c": 4, "r": 2, "s": 2}, {"x": (1, 4, 4, 4)})
+    assert "not a conv2d statement" in conv_shape(renamed)
+    inside = einsum("out[n,k,p,q] += data[n,c,p+r+1,q+s] * weight[k,c,r,s]",
+                    {"n": 1, "k": 4, "p": 3, "q": 3, "c": 4, "r": 2, "s": 2}, {"data": (1, 4, 5, 4)})
+    assert "not those of a conv2d" in conv_shape(inside)  # a window that starts inside the image

@@ -105,3 +105,18 @@ def test_one_small_layer_per_suite_verifies_on_vta(net: str) -> None:
     op = networks.lookup(SMALL[net], net).operator()
     outcome = embedcsp.solve_and_verify(op, embedcsp.load_accelerator(None), Options(time_limit=10), seed=1)
     assert outcome.verification.ok
+
+
+@pytest.mark.parametrize("net", networks.NETWORKS)
+def test_every_layer_has_a_reference_on_vta(net: str) -> None:
+    """Grouped and depthwise layers included: the fixed conv once per group, in the direct form."""
+    from embedcsp.csp import solve_embedding
+    from embedcsp.targets.vta.reference import reference_pins
+
+    acc = embedcsp.load_accelerator(None)
+    for layer in networks.layers(net):
+        op = layer.operator()
+        emb, _ = solve_embedding(op, acc, pins=reference_pins(op))
+        assert emb.form == ("direct" if layer.op == "conv" else "matrix"), layer.name
+        groups = layer.params.get("groups", 1)
+        assert [lp.dim for lp in emb.loops_of("bat")] == (["g"] if groups > 1 else ["b"] if layer.op == "bmm" else [])

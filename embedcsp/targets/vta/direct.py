@@ -17,8 +17,14 @@ express: wider than 15, or as wide as the filter, see host_padding). The GEMM wa
 When few output blocks make that kernel write one ACC element within two
 micro-ops (the GEMM pipeline hazard), columns are unrolled into the kernel, or
 as a last resort each tap gets its own GEMM.
-This is VTA's own conv2d strategy (one GEMM per filter tap over NCHW16c data)
-and the layout the reference strategy uses.
+A grouped conv (embedcsp.ops.conv2d_general: data [N,G,C/G,H,W], weight
+[G,K/G,C/G,R,S], out [N,G,K/G,P,Q]) is G such convs: the group is a batch loop
+(Plan.n_bats) outermost of the tile loops, and each group's tensors are a slice
+of their own in each region, its channels padded to the lanes on their own.
+Padding may differ per side (ONNX's and Keras's `same`): LOAD pads each side
+of a window by itself.
+This is VTA's own conv2d strategy (one GEMM per filter tap over NCHW16c data;
+its group_conv2d_packed per group) and the layout the reference strategy uses.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 
 from embedcsp.embedding import Embedding
 from embedcsp.errors import NoEmbedding
-from embedcsp.operator import Operator, operator_from_params
+from embedcsp.operator import Operator
 from embedcsp.targets.vta.config import (
     MEM_ACC,
     MEM_INP,
@@ -55,28 +61,95 @@ PAD_LIMIT = (1 << MEMOP_PAD_BITS) - 1  # LOAD pads at most this many elements pe
 MAX_UNROLL = 8  # output columns unrolled into one tap kernel, at most
 
 
+@dataclass(frozen=True)
+class ConvShape:
+    """A conv's geometry read from its access maps; C and K are per group (all of them when G = 1)."""
+
+    N: int
+    G: int
+    C: int
+    K: int
+    H: int
+    W: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    sh: int
+    sw: int
+    top: int
+    left: int
+
+    @property
+    def bottom(self) -> int:
+        """Rows below the image that the last window reaches (the padding that matters)."""
+        return max(0, (self.P - 1) * self.sh + self.R - self.H - self.top)
+
+    @property
+    def right(self) -> int:
+        return max(0, (self.Q - 1) * self.sw + self.S - self.W - self.left)
+
+
+def _plain(access, dims: tuple[str, ...]) -> bool:
+    """Each index is exactly its dim."""
+    return len(access) == len(dims) and all(
+        tuple((d, c) for d, c in ix.terms if c) == ((dim, 1),) and ix.const == 0 for ix, dim in zip(access, dims))
+
+
+def _window(ix, out: str, tap: str) -> tuple[int, int] | None:
+    """(stride, padding before) of an index `stride*out + tap - pad`, else None (dilated, or other)."""
+    terms = {d: c for d, c in ix.terms if c}
+    if set(terms) != {out, tap} or terms[tap] != 1 or terms[out] < 1 or ix.const > 0:
+        return None
+    return terms[out], -ix.const
+
+
+def conv_shape(op: Operator) -> ConvShape | str:
+    """The geometry of a conv2d, grouped or not, with any padding per side; else why not.
+
+    The direct form's address arithmetic is this geometry, so the access maps must be exactly
+    conv2d's (operator.conv2d, or ops.conv2d_general without dilation): names included."""
+    if op.kind not in ("conv2d", "einsum"):
+        return f"{op.kind} has no filter window"
+    ext = op.extents
+    grouped = "g" in ext
+    lead = ("n", "g") if grouped else ("n",)
+    if set(ext) != {*lead, "k", "p", "q", "c", "r", "s"} or {t.name for t in op.tensors} != {"data", "weight", "out"}:
+        return "it is not a conv2d statement over data, weight and out"
+    data, weight, out = op.tensor("data"), op.tensor("weight"), op.output
+    rows = _window(data.access[-2], "p", "r") if len(data.access) == len(lead) + 3 else None
+    cols = _window(data.access[-1], "q", "s") if rows else None
+    if not (rows and cols and _plain(data.access[:-2], (*lead, "c"))
+            and _plain(weight.access, (*lead[1:], "k", "c", "r", "s"))
+            and _plain(out.access, (*lead, "k", "p", "q"))):
+        return "its access maps are not those of a conv2d (a dilated or otherwise strided window)"
+    if data.shape[:-2] != tuple(ext[d] for d in (*lead, "c")):
+        return "its data tensor is not the conv's batch, groups and channels"
+    (sh, top), (sw, left) = rows, cols
+    return ConvShape(N=ext["n"], G=ext.get("g", 1), C=ext["c"], K=ext["k"], H=data.shape[-2],
+                     W=data.shape[-1], R=ext["r"], S=ext["s"], P=ext["p"], Q=ext["q"],
+                     sh=sh, sw=sw, top=top, left=left)
+
+
 def direct_unsupported(op: Operator) -> str | None:
     """Why the operator has no direct form, or None when it has one."""
-    if op.kind != "conv2d":
-        return f"{op.kind} has no filter window"
-    # The form's address arithmetic is conv2d's geometry from the parameters; an operator
-    # whose access maps say more (dilation, asymmetric padding) is left to the matrix form.
-    if operator_from_params("conv2d", op.param_dict) != op:
-        return "its access maps are not those of a plain conv2d of its parameters"
-    return None
+    shape = conv_shape(op)
+    return shape if isinstance(shape, str) else None
 
 
-def host_padding(op: Operator) -> tuple[int, int]:
-    """Border the host must write into DRAM itself: LOAD pads at most PAD_LIMIT per side, and a
-    padding as wide as the filter would leave windows with no data, which LOAD cannot express."""
-    p = op.param_dict
-    return tuple(pad if pad > PAD_LIMIT or pad >= f else 0  # type: ignore[return-value]
-                 for pad, f in ((p["pad_h"], p["R"]), (p["pad_w"], p["S"])))
+def host_padding(shape: ConvShape) -> tuple[int, int]:
+    """Border the host writes into DRAM itself, on both sides of each axis: LOAD pads at most
+    PAD_LIMIT per side, and a padding as wide as the filter leaves a window with no data, which
+    LOAD cannot express. Where either side of an axis needs it, the host writes the wider one."""
+    def border(before: int, after: int, f: int) -> int:
+        return max(before, after) if max(before, after) > PAD_LIMIT or max(before, after) >= f else 0
+
+    return border(shape.top, shape.bottom, shape.R), border(shape.left, shape.right, shape.S)
 
 
 @dataclass(frozen=True)
 class Window:
-    """The direct form's geometry, in hardware elements."""
+    """The direct form's geometry, in hardware elements (one group's, when grouped)."""
 
     images: int  # BATCH-lane chunks of n when n is on the lanes, else N
     n_lanes: bool
@@ -88,29 +161,38 @@ class Window:
     S: int
     sh: int
     sw: int
-    ph: int
+    ph: int  # padding before the first row and column; the last window says the rest
     pw: int
-    CB: int  # channel blocks (BLOCK_IN lanes)
-    KB: int  # output blocks (BLOCK_OUT lanes)
+    CB: int  # channel blocks (BLOCK_IN lanes) of one group
+    KB: int  # output blocks (BLOCK_OUT lanes) of one group
     hp: int = 0  # border the host writes (host_padding); LOAD pads the rest
     wp: int = 0
+    groups: int = 1  # the batch loop: each group's tensors are a slice of their own per region
 
     @property
     def stored(self) -> tuple[int, int]:
         """Rows and columns of one channel block of the image in DRAM."""
         return self.H + 2 * self.hp, self.W + 2 * self.wp
 
+    @property
+    def slices(self) -> tuple[int, int, int]:
+        """Elements of one group's inp, wgt and out in their regions: group b's start b times further."""
+        hs, ws = self.stored
+        return (self.images * self.CB * hs * ws, self.KB * self.CB * self.R * self.S,
+                self.images * self.P * self.Q * self.KB)
+
     @classmethod
     def of(cls, emb: Embedding) -> Window:
-        op, p = emb.operator, emb.operator.param_dict
+        shape = conv_shape(emb.operator)
         red, col, row = emb.group("red"), emb.group("col"), emb.group("row")
         assert emb.form == "direct" and red.dims == ("c",) and col.dims == ("k",) and row.dims in ((), ("n",))
+        assert isinstance(shape, ConvShape) and (shape.G == 1 or emb.loops_of("bat")), "the group is a loop"
         n_lanes = row.dims == ("n",)
-        hp, wp = host_padding(op)
-        return cls(images=row.chunks if n_lanes else p["N"], n_lanes=n_lanes,
-                   P=op.extents["p"], Q=op.extents["q"], H=p["H"], W=p["W"], R=p["R"], S=p["S"],
-                   sh=p["stride_h"], sw=p["stride_w"], ph=p["pad_h"], pw=p["pad_w"],
-                   CB=red.chunks, KB=col.chunks, hp=hp, wp=wp)
+        hp, wp = host_padding(shape)
+        return cls(images=row.chunks if n_lanes else shape.N, n_lanes=n_lanes,
+                   P=shape.P, Q=shape.Q, H=shape.H, W=shape.W, R=shape.R, S=shape.S,
+                   sh=shape.sh, sw=shape.sw, ph=shape.top, pw=shape.left,
+                   CB=red.chunks, KB=col.chunks, hp=hp, wp=wp, groups=shape.G)
 
     def tiles(self, t: Tiling) -> tuple[int, int, int]:
         """Row tiles (images x output-row tiles x output-column tiles), output-block tiles, channel-block tiles."""
@@ -123,11 +205,15 @@ class Window:
 
 
 def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
-    """Tensor flat index per lane, -1 for a zero lane, in DRAM order (see module doc)."""
+    """Tensor flat index per lane, -1 for a zero lane, in DRAM order (see module doc).
+
+    The tensors are data [N, G, C, H, W], weight [G, K, C, R, S] and out [N, G, K, P, Q] with C
+    and K per group (G = 1: NCHW, KCRS, NKPQ); the group is the outermost axis of every region."""
     g = Window.of(emb)
+    shape = conv_shape(emb.operator)
+    assert isinstance(shape, ConvShape)
     cfg = emb.accelerator.config
-    p = emb.operator.param_dict
-    N, C, K = p["N"], p["C"], p["K"]
+    N, G, C, K = shape.N, shape.G, shape.C, shape.K
     B, BI, BO = cfg.batch, cfg.block_in, cfg.block_out
 
     def batch(img: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,19 +221,19 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
         return n, (n < N) & (g.n_lanes | (b == 0))
 
     hs, ws = g.stored
-    i = np.ogrid[:g.images, :g.CB, :hs, :ws, :B, :BI]
-    n, ok = batch(i[0], i[4])
-    c = i[1] * BI + i[5]
-    h, w = i[2] - g.hp, i[3] - g.wp
+    i = np.ogrid[:G, :g.images, :g.CB, :hs, :ws, :B, :BI]
+    n, ok = batch(i[1], i[5])
+    c = i[2] * BI + i[6]
+    h, w = i[3] - g.hp, i[4] - g.wp
     inside = (h >= 0) & (h < g.H) & (w >= 0) & (w < g.W)
-    inp = np.where(ok & (c < C) & inside, ((n * C + c) * g.H + h) * g.W + w, -1)
-    o = np.ogrid[:g.KB, :g.CB, :g.R, :g.S, :BO, :BI]
-    k, c = o[0] * BO + o[4], o[1] * BI + o[5]
-    wgt = np.where((k < K) & (c < C), ((k * C + c) * g.R + o[2]) * g.S + o[3], -1)
-    a = np.ogrid[:g.images, :g.P, :g.Q, :g.KB, :B, :BO]
-    n, ok = batch(a[0], a[4])
-    k = a[3] * BO + a[5]
-    acc = np.where(ok & (k < K), ((n * K + k) * g.P + a[1]) * g.Q + a[2], -1)
+    inp = np.where(ok & (c < C) & inside, (((n * G + i[0]) * C + c) * g.H + h) * g.W + w, -1)
+    o = np.ogrid[:G, :g.KB, :g.CB, :g.R, :g.S, :BO, :BI]
+    k, c = o[1] * BO + o[5], o[2] * BI + o[6]
+    wgt = np.where((k < K) & (c < C), (((o[0] * K + k) * C + c) * g.R + o[3]) * g.S + o[4], -1)
+    a = np.ogrid[:G, :g.images, :g.P, :g.Q, :g.KB, :B, :BO]
+    n, ok = batch(a[1], a[5])
+    k = a[4] * BO + a[6]
+    acc = np.where(ok & (k < K), (((n * G + a[0]) * K + k) * g.P + a[2]) * g.Q + a[3], -1)
     return {name: np.ascontiguousarray(m, np.int32) for name, m in (("inp", inp), ("wgt", wgt), ("acc", acc))}
 
 
@@ -171,14 +257,16 @@ def direct_plans(emb: Embedding, double_buffer: bool, bus_bytes: int = BUS_BYTES
                         for outer in ("row", "col"):
                             t = Tiling(pt, kbt, cbt, outer, slots, slots, slots, width=qt)
                             cycles, load = _estimate(emb, g, t, bus_bytes)
-                            scored.append(((cycles, load, -pt * qt * kbt * cbt, outer, slots), t))
+                            scored.append(((cycles * g.groups, load * g.groups, -pt * qt * kbt * cbt,
+                                            outer, slots), t))
     if not scored:
         raise NoEmbedding(
             f"no tiling of the direct form fits this VTA's buffers (INP {d_inp}, WGT {d_wgt}, "
             f"ACC {d_acc} elements): not even one output pixel of one channel block with its "
             f"{g.R}x{g.S} filter window")
     scored.sort(key=lambda item: item[0])
-    return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, g.tiles(t)) for (cycles, load, *_), t in scored]
+    return [Plan(emb, n_rows, g.KB, n_reds, t, cycles, load, g.tiles(t), g.groups)
+            for (cycles, load, *_), t in scored]
 
 
 def _estimate(emb: Embedding, g: Window, t: Tiling, bus_bytes: int) -> tuple[int, int]:
@@ -252,6 +340,7 @@ class DirectForm:
         y0, y1 = max(0, -h0), max(0, h0 + x.ht - hs)
         x0, x1 = max(0, -w0), max(0, w0 + x.wt - ws)
         assert x.ht > y0 + y1 and x.wt > x0 + x1, "a window without data (host_padding should cover it)"
+        dram += st.bt * g.slices[0]
         return [MemInsn(OP_LOAD, MEM_INP, sram + c * x.ht * x.wt,
                         dram + ((x.img * g.CB + x.cb0 + c) * hs + h0 + y0) * ws + w0 + x0,
                         x.ht - y0 - y1, x.wt - x0 - x1, ws, y0, y1, x0, x1)
@@ -260,11 +349,13 @@ class DirectForm:
     def load_wgt(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         g, x = self.g, self._tile(st)
         taps = g.R * g.S
+        dram += st.bt * g.slices[1]
         return [MemInsn(OP_LOAD, MEM_WGT, sram, dram + (x.kb0 * g.CB + x.cb0) * taps,
                         x.cols, x.reds * taps, g.CB * taps)]
 
     def store(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         g, x = self.g, self._tile(st)
+        dram += st.bt * g.slices[2]
 
         def row(p: int) -> int:  # DRAM element of output pixel (p, q0), block kb0
             return dram + ((x.img * g.P + p) * g.Q + x.q0) * g.KB + x.kb0

@@ -3,14 +3,15 @@
 The packed matrix form is the CSP's own. The direct conv form (code in
 targets/vta/direct.py) keeps the data tensor channel-blocked in DRAM: LOAD's
 zero padding supplies the borders and the GEMM micro-ops walk the filter taps,
-so nothing is duplicated on the host.
+so nothing is duplicated on the host. A grouped conv's group is a loop over
+groups, each with its channels padded to the lanes.
 """
 
 from __future__ import annotations
 
 from embedcsp.csp import ROLES
 from embedcsp.operator import Operator
-from embedcsp.targets.vta.direct import direct_unsupported, host_padding
+from embedcsp.targets.vta.direct import conv_shape, direct_unsupported, host_padding
 
 
 class DirectLayout:
@@ -23,12 +24,14 @@ class DirectLayout:
         return direct_unsupported(op)
 
     def constrain(self, model, on) -> None:
-        """Channels alone on BLOCK_IN, output channels alone on BLOCK_OUT and nothing but the
-        batch on BATCH: one inp element is one pixel's channel block, and the filter window
-        is address arithmetic."""
+        """Channels alone on BLOCK_IN, output channels alone on BLOCK_OUT, nothing but the
+        batch on BATCH and a group as a loop: one inp element is one pixel's channel block, and
+        the filter window is address arithmetic."""
         m = model.m
         m.add(model.bind[model.first]["data"] == 1).only_enforce_if(on)
         alone = {"c": "red", "k": "col"}
+        for d in sorted(model.batched):  # a group is G convs in a row, each over its own slice
+            m.add(model.loop[d] == 1).only_enforce_if(on)
         for d in model.op.dims:
             for r in ROLES:
                 if alone.get(d.name) == r:
@@ -44,10 +47,11 @@ class DirectLayout:
 
     @staticmethod
     def _bytes(model, n_on_lanes: bool) -> int:
-        cfg, p = model.acc.config, model.op.param_dict
-        rows = -(-p["N"] // cfg.batch) * cfg.batch if n_on_lanes else p["N"] * cfg.batch
-        hp, wp = host_padding(model.op)
-        return rows * -(-p["C"] // cfg.block_in) * cfg.block_in * (p["H"] + 2 * hp) * (p["W"] + 2 * wp)
+        cfg, shape = model.acc.config, conv_shape(model.op)
+        rows = -(-shape.N // cfg.batch) * cfg.batch if n_on_lanes else shape.N * cfg.batch
+        hp, wp = host_padding(shape)
+        blocked = -(-shape.C // cfg.block_in) * cfg.block_in  # each group's channels padded on their own
+        return shape.G * rows * blocked * (shape.H + 2 * hp) * (shape.W + 2 * wp)
 
 
 DIRECT = DirectLayout()

@@ -17,6 +17,8 @@ def reference_pins(op: Operator) -> Pins:
     gemm: rows = N, BLOCK_OUT = M, BLOCK_IN = K, packed matrices.
     conv2d: NCHW1n16c data and OIHW16o16i weights read in place, one GEMM
     micro-op per filter tap: BATCH = n, BLOCK_OUT = k, BLOCK_IN = c, the direct form.
+    A grouped or depthwise conv: that conv once per group (g a loop), each group's
+    channels padded to the lanes on their own, as a TVM user writes it.
     Sizes that are not multiples of the lanes are padded, as a TVM user must.
     """
     if op.kind == "gemm" or op.statement() == BMM:
@@ -27,7 +29,8 @@ def reference_pins(op: Operator) -> Pins:
     reason = direct_unsupported(op)
     if reason is not None:
         raise NoEmbedding(f"the reference strategy reads conv2d data in place, but here {reason}")
+    groups = (("g", "loop"),) if "g" in op.extents else ()
     return Pins(binding=(("inp", "data"), ("wgt", "weight")),
-                roles=(("n", "row"), ("k", "col"), ("c", "red"),
+                roles=(("n", "row"), ("k", "col"), ("c", "red"), *groups,
                        ("p", "loop"), ("q", "loop"), ("r", "loop"), ("s", "loop")),
                 form="direct")
