@@ -140,6 +140,9 @@ def solve_and_verify(op: Operator, acc: Accelerator, options: Options, seed: int
     transforms = host_transforms(compiled)
     fam = family(acc.family)
     timing, bound = fam.cost(compiled), fam.roofline(compiled)
+    if timing.cycles < bound.cycles:  # a bound the model beats is not a bound (docs/roofline.md)
+        raise RuntimeError(f"internal: {acc.family}'s cycle model gives {op.describe()} {timing.cycles} "
+                           f"cycles, below its roofline of {bound.cycles}")
     return Outcome(compiled, verification, transforms, inputs, seed, timing, bound)
 
 

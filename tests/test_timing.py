@@ -90,7 +90,7 @@ def test_memory_bound_matrix_vector():
     assert t.cycles >= weight_cycles
     assert t.gemm_cycles == 3072 * 1024 // 256
     assert t.gemm_cycles / t.cycles <= 1 / 32
-    rf = roofline(op.macs, sum(x.size for x in op.tensors), CFG, PYNQ)
+    rf = roofline(op.macs, sum(x.size for x in op.inputs), op.output.size, CFG, PYNQ)
     assert rf.memory_cycles > rf.compute_cycles
     assert rf.efficiency(t.cycles) > 0.95
 
@@ -102,8 +102,17 @@ def test_double_buffering_beats_single_buffering():
     t2 = simulate(list(double.program.insns), CFG, PYNQ).cycles
     t1 = simulate(list(single.program.insns), CFG, PYNQ).cycles
     assert t2 < t1
-    rf = roofline(op.macs, sum(x.size for x in op.tensors), CFG, PYNQ)
+    rf = roofline(op.macs, sum(x.size for x in op.inputs), op.output.size, CFG, PYNQ)
     assert rf.efficiency(t2) > 0.9
+
+
+def test_reads_and_writes_are_bounded_apart():
+    """Loads and stores use the AXI port's two directions: the memory bound is the busier one."""
+    rf = roofline(16 * 256, 800, 80, CFG, PYNQ)
+    assert (rf.read_cycles, rf.write_cycles, rf.memory_cycles, rf.compute_cycles) == (100, 10, 100, 16)
+    assert rf.cycles == 100 and rf.efficiency(200) == 0.5
+    rf = roofline(256 * 10**4, 8, 8 * 10**4, CFG, PYNQ)
+    assert (rf.memory_cycles, rf.compute_cycles, rf.cycles) == (10**4, 10**4, 10**4)
 
 
 def test_deadlock_and_unknown_board():

@@ -76,13 +76,11 @@ def cost(program: Program) -> Timing:
 
 
 def roofline(program: Program, op) -> Roofline:
-    """Every useful MAC at the peak rate; every input element a program must read moved once,
-    every output element written once."""
+    """Every useful MAC at the peak rate; every input element the operator really reads
+    (embedcsp/footprint.py) moved once, every output element written once."""
+    from embedcsp.footprint import footprint
+
     cfg = program.config
-    nbytes = op.output.size * program.regions[cfg.operand_names[2]].elem_bytes
-    for q in cfg.operand_names[:2]:
-        held = np.zeros(op.tensor(program.tensors[q]).size, bool)
-        emap = program.element_maps[q]
-        held[emap[emap >= 0]] = True
-        nbytes += int(held.sum())
+    fp = footprint(op)
+    nbytes = fp.written * program.regions[cfg.operand_names[2]].elem_bytes + fp.read_elements
     return Roofline(_ceil(op.macs, cfg.macs_per_cycle), _ceil(nbytes, cfg.bytes_per_cycle))

@@ -41,7 +41,7 @@ ISSUE_PER_CYCLE = 1    # one RoCC command per core cycle (a RoCC instruction eac
 SPAD_READ_DELAY = 4    # section 9: spad_read_delay
 ACC_READ_DELAY = 2     # section 9: accumulator read
 SCALE_DELAY = 8        # section 9: read-out scale pipeline
-COST_SLICE = 1 << 22   # commands costed at a time (memory, not a model constant)
+COST_SLICE = 1 << 21   # commands costed at a time (memory, not a model constant)
 
 
 def drain_cycles(cfg: GemminiConfig) -> int:
@@ -129,16 +129,13 @@ def command_costs(funct: np.ndarray, rs1: np.ndarray, rs2: np.ndarray, cfg: Gemm
 
 
 def step_costs(program) -> StepCosts:
-    """The costs of a generated program's commands summed per plan step."""
+    """The costs of a generated program's commands summed per plan step, read chunk by chunk."""
     cfg = program.config
-    n = int(program.step.max()) + 1 if len(program.step) else 0
+    n = len(program.stream.sizes)
     sums = np.zeros((4, n), np.int64)
-    # Slices of a few million commands keep the temporaries small on 70-million-command programs.
-    for lo in range(0, len(program), COST_SLICE):
-        hi = lo + COST_SLICE
-        steps = program.step[lo:hi]
-        queues = command_costs(program.funct[lo:hi], program.rs1[lo:hi], program.rs2[lo:hi], cfg,
-                               program.dataflow)
+    for chunk in program.chunks(COST_SLICE):
+        steps = chunk.step
+        queues = command_costs(chunk.funct, chunk.rs1, chunk.rs2, cfg, program.dataflow)
         for row, (sel, cycles) in enumerate(queues):
             at = steps[sel]
             ok = at >= 0
@@ -218,14 +215,13 @@ class Roofline:
 
 
 def min_dram_bytes(op: Operator, out_bytes: int) -> int:
-    """Bytes any program must move: every input element that meets a real partner once (conv
-    data outside every window need not move), every output element once."""
-    from embedcsp.bundle import participating
+    """Bytes any program must move (docs/roofline.md): every int8 input element the operator
+    really reads once (embedcsp/footprint.py: strides, dilation and windows that meet only
+    padding skip elements), every output element once."""
+    from embedcsp.footprint import footprint
 
-    total = op.output.size * out_bytes
-    for t in op.inputs:
-        total += participating(op, t) if (op.kind == "conv2d" and t.name == "data") else t.size
-    return total
+    fp = footprint(op)
+    return fp.read_elements + fp.written * out_bytes
 
 
 def roofline(op: Operator, cfg: GemminiConfig, out_bytes: int, b: Board) -> Roofline:

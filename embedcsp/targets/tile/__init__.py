@@ -113,18 +113,18 @@ class TileFamily(PackageParts):
         return TileTiming(t.cycles, t.busy, t.compute_cycles)
 
     def roofline(self, compiled):
-        """Every useful MAC at the peak rate; every element the program must read moved once in
-        its operand's type, every output element once as the epilogue writes it."""
+        """Every useful MAC at the peak rate; every element the operator really reads
+        (embedcsp/footprint.py) moved once in its operand's type, every output element once as
+        the epilogue writes it (docs/roofline.md)."""
+        from embedcsp.footprint import footprint
         from embedcsp.targets.tile.plan import store_bytes
 
         program, op = compiled.program, compiled.operator
         cfg, layout = program.config, program.layout
-        nbytes = op.output.size * store_bytes(layout.epilogue)
+        fp = footprint(op)
+        nbytes = fp.written * store_bytes(layout.epilogue)
         for q in cfg.operand_names[:2]:
-            held = np.zeros(op.tensor(layout.tensors[q]).size, bool)
-            index = layout.packed[q]
-            held[index[index >= 0]] = True
-            nbytes += int(held.sum()) * cfg.dtype(q).bytes
+            nbytes += fp.of(layout.tensors[q]) * cfg.dtype(q).bytes
         return roofline(op.macs, nbytes, cfg)
 
 

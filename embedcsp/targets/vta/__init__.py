@@ -102,12 +102,18 @@ class VtaFamily(PackageParts):
                         board(compiled.options.board))
 
     def roofline(self, compiled):
-        """The bound no program of this operator can beat on the options' board."""
+        """The bound no program of this operator can beat on the options' board: the elements
+        the operator really reads, at the width of the buffer each tensor is bound to."""
+        from embedcsp.footprint import footprint
         from embedcsp.targets.vta.timing import board, roofline
 
-        op = compiled.operator
-        return roofline(op.macs, sum(t.size for t in op.tensors), compiled.accelerator.config,
-                        board(compiled.options.board))
+        op, cfg = compiled.operator, compiled.accelerator.config
+        width = {"inp": cfg.LOG_INP_WIDTH, "wgt": cfg.LOG_WGT_WIDTH}
+        fp = footprint(op)
+        bound = compiled.embedding.bound
+        read = sum(fp.of(bound[q]) * (1 << width[q]) // 8 for q in ("inp", "wgt"))
+        write = fp.written * (1 << cfg.LOG_INP_WIDTH) // 8  # STORE writes OUT, of the input width
+        return roofline(op.macs, read, write, cfg, board(compiled.options.board))
 
 
 FAMILY = VtaFamily()

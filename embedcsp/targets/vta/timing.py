@@ -140,8 +140,10 @@ def simulate(insns: list[Insn], cfg: VtaConfig, b: Board) -> Timing:
 @dataclass(frozen=True)
 class Roofline:
     compute_cycles: int  # useful MACs / MACs per cycle
-    memory_cycles: int  # minimum DRAM bytes / bus bytes per cycle
+    memory_cycles: int  # the busier AXI direction: max(read_cycles, write_cycles)
     board: str
+    read_cycles: int = 0  # bytes the operator must read / bus bytes per cycle
+    write_cycles: int = 0  # bytes it must write / bus bytes per cycle
 
     @property
     def cycles(self) -> int:
@@ -151,7 +153,12 @@ class Roofline:
         return self.cycles / modelled_cycles if modelled_cycles else 0.0
 
 
-def roofline(useful_macs: int, min_dram_bytes: int, cfg: VtaConfig, b: Board) -> Roofline:
-    """The bound no program can beat: every MAC once, every tensor byte moved once."""
+def roofline(useful_macs: int, read_bytes: int, write_bytes: int, cfg: VtaConfig, b: Board) -> Roofline:
+    """The bound no program can beat (docs/roofline.md): every useful MAC once, every element
+    the operator really reads (embedcsp/footprint.py) read once, every output written once.
+
+    Reads and writes are bounded apart: VTA's data masters share one AXI port, whose read and
+    write channels are independent, and so are the LOAD and STORE modules in `simulate`."""
     per_cycle = cfg.batch * cfg.block_in * cfg.block_out
-    return Roofline(-(-useful_macs // per_cycle), -(-min_dram_bytes // b.bus_bytes), b.name)
+    read, write = -(-read_bytes // b.bus_bytes), -(-write_bytes // b.bus_bytes)
+    return Roofline(-(-useful_macs // per_cycle), max(read, write), b.name, read, write)
