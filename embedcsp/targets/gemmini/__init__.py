@@ -111,7 +111,7 @@ class GemminiFamily(PackageParts):
         """(outputs by tensor name, counters): program.bin as the hardware reads it, decoded by
         the model's own reader and run on the DRAM image, outputs read through the maps."""
         from embedcsp.errors import ProgramError
-        from embedcsp.targets.gemmini.batch import run_entries
+        from embedcsp.targets.gemmini.batch import run_pieces
         from embedcsp.targets.gemmini.codegen import (
             dram_image,
             output_dram,
@@ -120,12 +120,19 @@ class GemminiFamily(PackageParts):
         from embedcsp.targets.gemmini.decode import read_entries
 
         program, op = compiled.program, compiled.operator
+
+        def pieces():
+            # program.bin as the hardware reads it, a piece at a time: encoded, then decoded by
+            # the model's own reader, so memory stays bounded whatever the program's length.
+            for chunk in program.chunks():
+                try:
+                    yield read_entries(chunk.to_bytes(), chunk.start)
+                except ValueError as exc:
+                    raise ProgramError(f"program.bin: {exc}") from None
+
         dram = dram_image(program, inputs)
-        try:
-            entries = read_entries(program.to_bytes())
-        except ValueError as exc:
-            raise ProgramError(f"program.bin: {exc}") from None
-        final, counters = run_entries(entries, dram, program.dram_base, program.config, progress)
+        final, counters = run_pieces(pieces(), len(program), dram, program.dram_base, program.config,
+                                     progress)
         out = read_output(final, output_dram(program, op.output.shape), program.out_bytes)
         return {op.output.name: out}, counters
 

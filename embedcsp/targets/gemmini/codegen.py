@@ -20,13 +20,16 @@ compute is exactly the rows x cols the mvins wrote (partial chunks use smaller
 counts, never padding), so no command reads memory nothing wrote.
 
 Commands are built per step as numpy arrays (funct, rs1, rs2), never as Python
-objects per command: the largest DeepBench GEMM has 70 million of them.
+objects per command, and only on demand, in chunks of whole steps: the largest
+DeepBench GEMM has 73 million of them (290 million at DIM = 8), so a Program
+holds the recipe, and its consumers (the functional model, the cycle model,
+program.bin) read it chunk by chunk with bounded memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -64,6 +67,7 @@ from embedcsp.targets.gemmini.plan import WS, Axis, Plan, fits
 
 DRAM_BASE = 4096  # main-memory address of dram.bin's first byte (docs/gemmini.md section 7)
 PAGE = 4096       # regions start on page boundaries
+CHUNK_COMMANDS = 1 << 21  # commands per chunk: about 45 MB of arrays, 50 MB of program.bin
 KIND_OF_FUNCT = {0: "config", 1: "mvin2", 2: "mvin", 3: "mvout", 4: "compute_preloaded",
                  5: "compute_accumulated", 6: "preload", 7: "flush", 14: "mvin3"}
 
@@ -75,14 +79,31 @@ class Region:
 
 
 @dataclass(frozen=True, eq=False)
-class Program:
-    """A Gemmini command stream as arrays, with the DRAM map it expects."""
+class Chunk:
+    """Consecutive commands of a program, the first being command `start`: the words of
+    program.bin as arrays, and the plan step that issued each command (-1: prologue)."""
 
-    config: GemminiConfig
+    start: int
     funct: np.ndarray   # uint8 per command
     rs1: np.ndarray     # uint64
     rs2: np.ndarray     # uint64
-    step: np.ndarray    # int32: the plan step that issued each command (-1: prologue)
+    step: np.ndarray    # int32
+
+    def __len__(self) -> int:
+        return len(self.funct)
+
+    def to_bytes(self) -> bytes:
+        """These commands' entries of program.bin."""
+        return entries_bytes(self.funct, self.rs1, self.rs2)
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A Gemmini command stream, generated on demand in chunks of whole plan steps (a program
+    of a large operator never exists whole in memory), with the DRAM map it expects."""
+
+    config: GemminiConfig
+    stream: _Stream                      # the generator: plan steps to commands
     regions: dict[str, Region]          # pattern operand -> packed matrix in dram.bin
     # pattern operand -> (packed rows, packed columns, whether the element map is [col, row, ...])
     axes: dict[str, tuple[Axis, Axis, bool]]
@@ -95,7 +116,7 @@ class Program:
     n_bats: int = 1  # batch elements, each with its own matrices after the previous one's
 
     def __len__(self) -> int:
-        return len(self.funct)
+        return self.stream.length
 
     @property
     def inputs(self) -> tuple[str, str]:
@@ -111,14 +132,27 @@ class Program:
     def dram_size(self) -> int:
         return max(r.offset + r.size for r in self.regions.values())
 
-    def to_bytes(self) -> bytes:
-        """program.bin (docs/gemmini.md section 7)."""
-        return entries_bytes(self.funct, self.rs1, self.rs2)
+    def chunks(self, max_commands: int = CHUNK_COMMANDS) -> Iterator[Chunk]:
+        """The program in order, in chunks of whole plan steps of about `max_commands` each."""
+        return self.stream.chunks(max_commands)
 
-    @cached_property
+    def byte_chunks(self, max_commands: int = CHUNK_COMMANDS) -> Iterator[bytes]:
+        """program.bin in consecutive pieces (their concatenation is `to_bytes()`)."""
+        return (c.to_bytes() for c in self.chunks(max_commands))
+
+    def to_bytes(self) -> bytes:
+        """program.bin (docs/gemmini.md section 7): the whole stream at once."""
+        return b"".join(self.byte_chunks())
+
+    def arrays(self) -> Chunk:
+        """The whole program as one chunk (for small programs and tests)."""
+        parts = list(self.chunks())
+        return Chunk(0, *(np.concatenate([getattr(c, k) for c in parts])
+                          for k in ("funct", "rs1", "rs2", "step")))
+
+    @property
     def counts(self) -> dict[str, int]:
-        per = np.bincount(self.funct.astype(np.int64), minlength=128)
-        return {name: int(per[f]) for f, name in KIND_OF_FUNCT.items() if per[f]}
+        return self.stream.counts
 
 
 def element_maps(plan: Plan) -> dict[str, np.ndarray]:
@@ -151,13 +185,22 @@ class _Range:
     valid: np.ndarray
     offset: np.ndarray
 
+    @property
+    def rel(self) -> np.ndarray:
+        """Packed index of each chunk's first lane relative to the tile's first."""
+        return self.offset - self.offset[0]
 
-def _ranges(axis: Axis, tile: int) -> list[_Range]:
-    out = []
+
+def _ranges(axis: Axis, tile: int) -> tuple[list[_Range], np.ndarray]:
+    """The tiles of an axis and a class id per tile: tiles of one class have the same real
+    lanes chunk by chunk, so they get the same commands up to a DRAM offset."""
+    out, classes, ids = [], [], {}
     for t0 in range(0, axis.n, tile):
         idx = np.arange(t0, min(axis.n, t0 + tile))
-        out.append(_Range(idx, axis.valid[idx], axis.offset[idx]))
-    return out
+        r = _Range(idx, axis.valid[idx], axis.offset[idx])
+        out.append(r)
+        classes.append(ids.setdefault(r.valid.tobytes(), len(ids)))
+    return out, np.array(classes, np.int64)
 
 
 def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -169,7 +212,6 @@ def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None = None) -> Program:
     """The program of a plan for an epilogue (saturate, requant/nearest_even or int32)."""
     emb, cfg, t = plan.embedding, plan.config, plan.tiling
-    d = cfg.DIM
     pattern = emb.accelerator.pattern
     a_name, b_name, c_name = pattern.inputs[0].name, pattern.inputs[1].name, pattern.output.name
     if not fits(cfg, t.rows, t.cols, t.reds, t.slots):
@@ -182,84 +224,189 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     out_bytes = cfg.acc_bytes if full else cfg.elem_bytes
     assert out_bytes == plan.out_bytes, "the plan was made for another output width"
     rows, cols, reds = plan.rows, plan.cols, plan.reds
-    pitch_a, pitch_b, pitch_c = reds.total, cols.total, cols.total * out_bytes
+    nb = plan.n_bats
+    mats = (rows.total * reds.total, reds.total * cols.total, rows.total * cols.total * out_bytes)
     regions: dict[str, Region] = {}
     offset = 0
-    nb = plan.n_bats
-    mat_a, mat_b, mat_c = rows.total * reds.total, reds.total * cols.total, rows.total * cols.total * out_bytes
-    for name, size in ((a_name, nb * mat_a), (b_name, nb * mat_b), (c_name, nb * mat_c)):
-        regions[name] = Region(offset, size)
-        offset = -(-(offset + size) // PAGE) * PAGE
-    region_a, region_b, region_c = (DRAM_BASE + regions[n].offset for n in (a_name, b_name, c_name))
-
-    prologue = [Flush(), ConfigEx(dataflow=WS_BIT if t.dataflow == WS else OS_BIT),
-                ConfigLd(slot=0, stride=pitch_a, block_stride=t.rows * d),
-                ConfigLd(slot=1, stride=pitch_b, block_stride=t.reds * d),
-                ConfigSt(stride=pitch_c, scale_bits=scale_bits)]
-    words = [encode(cmd, cfg) for cmd in prologue]
-    parts_f = [np.array([w[0] for w in words], np.uint8)]
-    parts_1 = [np.array([w[1] for w in words], np.uint64)]
-    parts_2 = [np.array([w[2] for w in words], np.uint64)]
-    parts_s = [np.full(len(words), -1, np.int32)]
-
-    red_merge = reds.lanes == d  # reduction chunks narrower than DIM never share a mvin
-    row_r, col_r, red_r = _ranges(rows, t.rows), _ranges(cols, t.cols), _ranges(reds, t.reds)
-    a_groups = [_groups(r.valid, d, cfg.max_block_len, red_merge) for r in red_r]
-    b_groups = [_groups(r.valid, d, cfg.max_block_len, True) for r in col_r]
-    c_blocks = 1 if full else cfg.max_cols_elem // d
-    c_groups = [_groups(r.valid, d, c_blocks, True) for r in col_r]
-    acc_c = ACC_BIT | (READ_FULL_BIT if full else 0)
-
-    sched = schedule(plan)
-    for s in range(len(sched.I)):
-        ii, jj, ll, bt = int(sched.I[s]), int(sched.J[s]), int(sched.L[s]), int(sched.B[s])
-        R, C, L = row_r[ii], col_r[jj], red_r[ll]
-        base_a, base_b, base_c = region_a + bt * mat_a, region_b + bt * mat_b, region_c + bt * mat_c
-        a0, b0, c0 = (plan.a_base(int(sched.a_slot[s])), plan.b_base(int(sched.b_slot[s])),
-                      plan.c_base(int(sched.c_slot[s])))
-        f_parts, r1_parts, r2_parts = [], [], []
-        nx, nl = len(R.idx), len(L.idx)
-        if sched.load_a[s]:
-            g0, gcols = a_groups[ll]
-            x = np.repeat(np.arange(nx), len(g0))
-            g = np.tile(np.arange(len(g0)), nx)
-            dram = base_a + R.offset[x] * pitch_a + L.offset[g0[g]]
-            local = a0 + (g0[g] * t.rows + x) * d
-            f_parts.append(np.full(len(x), FUNCT_MVIN, np.uint8))
-            r1_parts.append(dram.astype(np.uint64))
-            r2_parts.append(descriptor_words(local, R.valid[x], gcols[g]))
-        if sched.load_b[s]:
-            h0, hcols = b_groups[jj]
-            lidx = np.repeat(np.arange(nl), len(h0))
-            h = np.tile(np.arange(len(h0)), nl)
-            dram = base_b + L.offset[lidx] * pitch_b + C.offset[h0[h]]
-            local = b0 + (h0[h] * t.reds + lidx) * d
-            f_parts.append(np.full(len(lidx), FUNCT_MVIN2, np.uint8))
-            r1_parts.append(dram.astype(np.uint64))
-            r2_parts.append(descriptor_words(local, L.valid[lidx], hcols[h]))
-        f, r1, r2 = (_pairs_ws if t.dataflow == WS else _pairs_os)(plan, R, C, L, a0, b0, c0)
-        f_parts.append(f)
-        r1_parts.append(r1)
-        r2_parts.append(r2)
-        if sched.last[s]:
-            q0, qcols = c_groups[jj]
-            x = np.repeat(np.arange(nx), len(q0))
-            q = np.tile(np.arange(len(q0)), nx)
-            dram = base_c + R.offset[x] * pitch_c + C.offset[q0[q]] * out_bytes
-            local = (c0 + (x * t.cols + q0[q]) * d) | acc_c
-            f_parts.append(np.full(len(x), FUNCT_MVOUT, np.uint8))
-            r1_parts.append(dram.astype(np.uint64))
-            r2_parts.append(descriptor_words(local, R.valid[x], qcols[q]))
-        step_f = np.concatenate(f_parts)
-        parts_f.append(step_f)
-        parts_1.append(np.concatenate(r1_parts))
-        parts_2.append(np.concatenate(r2_parts))
-        parts_s.append(np.full(len(step_f), s, np.int32))
+    for name, size in zip((a_name, b_name, c_name), mats):
+        regions[name] = Region(offset, nb * size)
+        offset = -(-(offset + nb * size) // PAGE) * PAGE
+    stream = _Stream.of(plan, scale_bits, full, tuple(DRAM_BASE + regions[n].offset for n in (a_name, b_name, c_name)),
+                        mats)
     tensors = {o.name: emb.bound[o.name] for o in pattern.operands}
-    return Program(cfg, np.concatenate(parts_f), np.concatenate(parts_1), np.concatenate(parts_2),
-                   np.concatenate(parts_s), regions,
+    return Program(cfg, stream, regions,
                    {a_name: (rows, reds, False), b_name: (reds, cols, True), c_name: (rows, cols, False)},
                    maps, tensors, out_bytes, t.dataflow, n_bats=nb)
+
+
+@dataclass(frozen=True, eq=False)
+class _Stream:
+    """Everything the commands of a plan's steps are made from. Commands are built per step as
+    numpy arrays (funct, rs1, rs2); the steps of one tile class share their arrays up to DRAM
+    offsets, so a chunk of many steps costs little more than copying."""
+
+    plan: Plan
+    sched: Schedule
+    prologue: tuple[np.ndarray, np.ndarray, np.ndarray]
+    row_r: list[_Range]
+    col_r: list[_Range]
+    red_r: list[_Range]
+    row_cls: np.ndarray
+    col_cls: np.ndarray
+    red_cls: np.ndarray
+    a_groups: list[tuple[np.ndarray, np.ndarray]]  # per reduction tile
+    b_groups: list[tuple[np.ndarray, np.ndarray]]  # per column tile
+    c_groups: list[tuple[np.ndarray, np.ndarray]]  # per column tile
+    pitches: tuple[int, int, int]  # DRAM bytes per packed row of A, B, C
+    bases: tuple[int, int, int]    # DRAM address of each region
+    mats: tuple[int, int, int]     # bytes of one batch element's A, B, C
+    acc_c: int                     # flag bits of the mvout source
+    sizes: np.ndarray              # commands per step
+    counts: dict[str, int]         # commands per kind
+
+    @classmethod
+    def of(cls, plan: Plan, scale_bits: int, full: bool, bases: tuple[int, int, int],
+           mats: tuple[int, int, int]) -> _Stream:
+        cfg, t, d = plan.config, plan.tiling, plan.config.DIM
+        out_bytes = cfg.acc_bytes if full else cfg.elem_bytes
+        rows, cols, reds = plan.rows, plan.cols, plan.reds
+        pitches = (reds.total, cols.total, cols.total * out_bytes)
+        prologue = [Flush(), ConfigEx(dataflow=WS_BIT if t.dataflow == WS else OS_BIT),
+                    ConfigLd(slot=0, stride=pitches[0], block_stride=t.rows * d),
+                    ConfigLd(slot=1, stride=pitches[1], block_stride=t.reds * d),
+                    ConfigSt(stride=pitches[2], scale_bits=scale_bits)]
+        words = [encode(cmd, cfg) for cmd in prologue]
+        pro = (np.array([w[0] for w in words], np.uint8), np.array([w[1] for w in words], np.uint64),
+               np.array([w[2] for w in words], np.uint64))
+        red_merge = reds.lanes == d  # reduction chunks narrower than DIM never share a mvin
+        (row_r, row_cls), (col_r, col_cls), (red_r, red_cls) = (
+            _ranges(rows, t.rows), _ranges(cols, t.cols), _ranges(reds, t.reds))
+        a_groups = [_groups(r.valid, d, cfg.max_block_len, red_merge) for r in red_r]
+        b_groups = [_groups(r.valid, d, cfg.max_block_len, True) for r in col_r]
+        c_groups = [_groups(r.valid, d, 1 if full else cfg.max_cols_elem // d, True) for r in col_r]
+        sched = schedule(plan)
+        I, J, L = sched.I, sched.J, sched.L
+        nx = np.array([len(r.idx) for r in row_r], np.int64)[I]
+        nc = np.array([len(r.idx) for r in col_r], np.int64)[J]
+        nl = np.array([len(r.idx) for r in red_r], np.int64)[L]
+        na = sched.load_a * nx * np.array([len(g[0]) for g in a_groups], np.int64)[L]
+        nbl = sched.load_b * nl * np.array([len(g[0]) for g in b_groups], np.int64)[J]
+        no = sched.last * nx * np.array([len(g[0]) for g in c_groups], np.int64)[J]
+        pairs = nx * nc * nl
+        if t.dataflow == WS:
+            installs = nc * nl  # the first row chunk of each (column, reduction) installs B
+        else:
+            installs = nx * nc * -(-nl // t.chain)  # one compute_preloaded opens each chain
+        per_kind = {"config": len(prologue) - 1, "mvin2": int(nbl.sum()), "mvin": int(na.sum()),
+                    "mvout": int(no.sum()), "compute_preloaded": int(installs.sum()),
+                    "compute_accumulated": int((pairs - installs).sum()), "preload": int(pairs.sum()),
+                    "flush": 1}
+        counts = {k: per_kind[k] for k in KIND_OF_FUNCT.values() if per_kind.get(k)}
+        return cls(plan, sched, pro, row_r, col_r, red_r, row_cls, col_cls, red_cls, a_groups,
+                   b_groups, c_groups, pitches, bases, mats, ACC_BIT | (READ_FULL_BIT if full else 0),
+                   na + nbl + 2 * pairs + no, counts)
+
+    @property
+    def length(self) -> int:
+        return len(self.prologue[0]) + int(self.sizes.sum())
+
+    def chunks(self, max_commands: int) -> Iterator[Chunk]:
+        """Chunks of whole steps, about max_commands each (one step may exceed it); the first
+        starts with the prologue."""
+        ends = np.cumsum(self.sizes)
+        cache: dict = {}
+        n, s0 = len(self.sizes), 0
+        start = 0
+        parts = [(*self.prologue, np.full(len(self.prologue[0]), -1, np.int32))]
+        while True:
+            done = int(ends[s0 - 1]) if s0 else 0
+            s1 = max(s0 + 1, int(np.searchsorted(ends, done + max_commands, "right"))) if s0 < n else s0
+            parts.extend(self._step(s, cache) for s in range(s0, min(s1, n)))
+            chunk = Chunk(start, *(np.concatenate([p[k] for p in parts]) for k in range(4)))
+            yield chunk
+            start += len(chunk)
+            s0, parts = s1, []
+            if s0 >= n:
+                return
+
+    def _step(self, s: int, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The commands of step s: its A and B mvins, its pairs, its mvouts."""
+        sc, plan = self.sched, self.plan
+        ii, jj, ll, bt = int(sc.I[s]), int(sc.J[s]), int(sc.L[s]), int(sc.B[s])
+        R, C, L = self.row_r[ii], self.col_r[jj], self.red_r[ll]
+        rc, cc, lc = int(self.row_cls[ii]), int(self.col_cls[jj]), int(self.red_cls[ll])
+        sa, sb, sl = int(sc.a_slot[s]), int(sc.b_slot[s]), int(sc.c_slot[s])
+        (pa, pb, pc), (ba, bb, bc), (ma, mb, mc) = self.pitches, self.bases, self.mats
+        f, r1, r2 = [], [], []
+        if sc.load_a[s]:
+            key = ("a", rc, lc, sa)
+            if key not in cache:
+                cache[key] = self._mvin_a(R, L, plan.a_base(sa), self.a_groups[ll])
+            fa, rel, desc = cache[key]
+            f.append(fa)
+            r1.append((rel + (ba + bt * ma + int(R.offset[0]) * pa + int(L.offset[0]))).astype(np.uint64))
+            r2.append(desc)
+        if sc.load_b[s]:
+            key = ("b", lc, cc, sb)
+            if key not in cache:
+                cache[key] = self._mvin_b(L, C, plan.b_base(sb), self.b_groups[jj])
+            fb, rel, desc = cache[key]
+            f.append(fb)
+            r1.append((rel + (bb + bt * mb + int(L.offset[0]) * pb + int(C.offset[0]))).astype(np.uint64))
+            r2.append(desc)
+        key = ("x", rc, cc, lc, ll == 0, sa, sb, sl)
+        if key not in cache:
+            pairs = _pairs_ws if plan.tiling.dataflow == WS else _pairs_os
+            cache[key] = pairs(plan, R, C, L, plan.a_base(sa), plan.b_base(sb), plan.c_base(sl))
+        fx, x1, x2 = cache[key]
+        f.append(fx)
+        r1.append(x1)
+        r2.append(x2)
+        if sc.last[s]:
+            key = ("c", rc, cc, sl)
+            if key not in cache:
+                cache[key] = self._mvout(R, C, plan.c_base(sl), self.c_groups[jj])
+            fo, rel, desc = cache[key]
+            f.append(fo)
+            out = self.plan.out_bytes
+            r1.append((rel + (bc + bt * mc + int(R.offset[0]) * pc + int(C.offset[0]) * out)).astype(np.uint64))
+            r2.append(desc)
+        funct = np.concatenate(f)
+        return funct, np.concatenate(r1), np.concatenate(r2), np.full(len(funct), s, np.int32)
+
+    def _mvin_a(self, R: _Range, L: _Range, a0: int, groups):
+        """One mvin per chunk row of the A tile and run of reduction chunks: (funct, DRAM
+        address relative to the tile's first byte, destination descriptor)."""
+        d, tr = self.plan.config.DIM, self.plan.tiling.rows
+        g0, gcols = groups
+        x = np.repeat(np.arange(len(R.idx)), len(g0))
+        g = np.tile(np.arange(len(g0)), len(R.idx))
+        rel = R.rel[x] * self.pitches[0] + L.rel[g0[g]]
+        local = a0 + (g0[g] * tr + x) * d
+        return (np.full(len(x), FUNCT_MVIN, np.uint8), rel,
+                descriptor_words(local, R.valid[x], gcols[g]))
+
+    def _mvin_b(self, L: _Range, C: _Range, b0: int, groups):
+        """mvin2 per reduction chunk of the B tile and run of column chunks."""
+        d, tl = self.plan.config.DIM, self.plan.tiling.reds
+        h0, hcols = groups
+        lidx = np.repeat(np.arange(len(L.idx)), len(h0))
+        h = np.tile(np.arange(len(h0)), len(L.idx))
+        rel = L.rel[lidx] * self.pitches[1] + C.rel[h0[h]]
+        local = b0 + (h0[h] * tl + lidx) * d
+        return (np.full(len(lidx), FUNCT_MVIN2, np.uint8), rel,
+                descriptor_words(local, L.valid[lidx], hcols[h]))
+
+    def _mvout(self, R: _Range, C: _Range, c0: int, groups):
+        """mvout per chunk row of the C tile and run of column chunks (blocks DIM rows apart)."""
+        d, tc = self.plan.config.DIM, self.plan.tiling.cols
+        q0, qcols = groups
+        x = np.repeat(np.arange(len(R.idx)), len(q0))
+        q = np.tile(np.arange(len(q0)), len(R.idx))
+        rel = R.rel[x] * self.pitches[2] + C.rel[q0[q]] * self.plan.out_bytes
+        local = (c0 + (x * tc + q0[q]) * d) | self.acc_c
+        return (np.full(len(x), FUNCT_MVOUT, np.uint8), rel,
+                descriptor_words(local, R.valid[x], qcols[q]))
 
 
 def _pairs_ws(plan: Plan, R: _Range, C: _Range, L: _Range, a0: int, b0: int, c0: int):

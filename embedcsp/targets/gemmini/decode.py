@@ -164,6 +164,7 @@ class Entries:
     rs1: np.ndarray     # uint64 per command
     rs2: np.ndarray     # uint64 per command
     records: dict[int, Command]  # command index -> record, for every CONFIG and FLUSH entry
+    start: int = 0      # program index of the first entry (a piece of a longer program.bin)
 
     def __len__(self) -> int:
         return len(self.funct)
@@ -185,8 +186,9 @@ def matrix_fields(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return field(words, 31, 0), field(words, 63, 48), field(words, 47, 32)
 
 
-def read_entries(raw: bytes | np.ndarray) -> Entries:
-    """A whole program.bin as arrays; ValueError naming the first entry outside the subset."""
+def read_entries(raw: bytes | np.ndarray, start: int = 0) -> Entries:
+    """A whole program.bin as arrays, or the piece of one whose first entry is command `start`;
+    ValueError naming the first entry outside the subset."""
     buf = np.frombuffer(raw, np.uint8) if not isinstance(raw, np.ndarray) else raw.view(np.uint8)
     if buf.size % ENTRY_BYTES:
         raise ValueError(f"program is {buf.size} bytes, not a whole number of "
@@ -201,12 +203,12 @@ def read_entries(raw: bytes | np.ndarray) -> Entries:
         try:
             decode_command(int(words[pc, 0]), int(words[pc, 1]), int(words[pc, 2]))
         except ValueError as exc:
-            raise ValueError(f"command {pc}: {exc}") from None
+            raise ValueError(f"command {start + pc}: {exc}") from None
     funct = funct_word.astype(np.uint8)
     records: dict[int, Command] = {}
     for pc in np.flatnonzero((funct == 0) | (funct == 7)).tolist():
         try:
             records[pc] = decode_command(int(funct[pc]), int(words[pc, 1]), int(words[pc, 2]))
         except ValueError as exc:
-            raise ValueError(f"command {pc}: {exc}") from None
-    return Entries(funct, words[:, 1], words[:, 2], records)
+            raise ValueError(f"command {start + pc}: {exc}") from None
+    return Entries(funct, words[:, 1], words[:, 2], records, start)

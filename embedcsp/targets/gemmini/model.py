@@ -137,6 +137,9 @@ class _Machine:
         # Which elements a command wrote: the RTL's memories start undefined, so a read
         # of anything else would differ between model and RTL.
         self.sp_set = np.zeros((cfg.sp_rows, d), bool)
+        # Per scratchpad row, how many leading columns are written (derived from sp_set, for
+        # batch.py's checks; it can only lag behind sp_set, which makes those checks stricter).
+        self.sp_lead = np.zeros(cfg.sp_rows, np.int64)
         self.acc_set = np.zeros((cfg.acc_rows, d), bool)
         self.pe = np.zeros((d, d), np.int64)
         self.pe_mode: int | None = None  # dataflow of what the array holds; None: nothing
@@ -153,6 +156,12 @@ class _Machine:
         self.dram_read = np.zeros(len(dram), bool)
         self.dram_written = np.zeros(len(dram), bool)
         self.tally = _Tally()
+
+    def lead_rows(self, rows: np.ndarray) -> None:
+        """Bring sp_lead up to date for these scratchpad rows."""
+        u = np.unique(rows)
+        s = self.sp_set[u]
+        self.sp_lead[u] = np.where(s.all(1), self.cfg.DIM, s.argmin(1))
 
     # ---- shared checks
     def _dim(self, what: str, name: str, value: int) -> None:
@@ -306,6 +315,7 @@ class _Machine:
         else:
             self.sp[rows, cols] = values
             self.sp_set[rows, cols] = True
+            self.lead_rows(rows)
 
     def mvout(self, what: str, cmd: Mvout) -> None:
         cfg, d = self.cfg, self.cfg.DIM
@@ -494,6 +504,7 @@ class _Machine:
                 y = np.maximum(y, 0)
             self.sp[rows, cols] = y
             self.sp_set[rows, cols] = True
+            self.lead_rows(rows)
 
 
 # ---------------------------------------------------------------- entry points
