@@ -292,3 +292,24 @@ def test_conv_shape_reads_the_access_maps():
     inside = einsum("out[n,k,p,q] += data[n,c,p+r+1,q+s] * weight[k,c,r,s]",
                     {"n": 1, "k": 4, "p": 3, "q": 3, "c": 4, "r": 2, "s": 2}, {"data": (1, 4, 5, 4)})
     assert "not those of a conv2d" in conv_shape(inside)  # a window that starts inside the image
+
+
+def test_solver_reads_grouped_data_in_place_where_each_group_fills_the_lanes():
+    """32 channels per group: the direct form costs no lanes and moves 9x fewer bytes than im2col."""
+    op = _grouped(1, 64, 14, 14, 64, 3, 3, 2)
+    o = solve_and_verify(op, ACC, Options(), seed=2)
+    emb = o.compiled.embedding
+    assert o.verification.ok and emb.form == "direct" and emb.efficiency == 1.0
+    assert o.compiled.plan.n_bats == 2
+    data = next(t for t in o.transforms if t.tensor == "data")
+    assert data.packed_bytes == data.logical_bytes == 64 * 14 * 14
+
+
+def test_grouped_reference_on_a_variant_with_batch_lanes():
+    """BATCH=2, BLOCK_IN=8, BLOCK_OUT=32: the batch on BATCH within each group."""
+    acc = load_accelerator(ISA / "vta_b2_i8_o32.toml")
+    op = _grouped(3, 24, 6, 7, 40, 3, 3, 2, (1, 2))
+    o = solve_and_verify(op, acc, Options(strategy="reference"), seed=1)
+    emb = o.compiled.embedding
+    assert o.verification.ok and emb.form == "direct" and emb.group("row").dims == ("n",)
+    assert emb.padded_macs == 2 * 4 * 6 * 4 * 9 * 32 * 16  # n 3->4, c 12->16, k 20->32 per group
