@@ -155,6 +155,27 @@ class _Model:
                 raise NoEmbedding(f"a pin puts {dim} on {place}, which is not one lane of "
                                   f"'{self.acc.pattern.statement()}'")
 
+    def exclude(self, emb: Embedding) -> None:
+        """Forbid `emb` and every embedding that differs from it only in where dims of extent 1
+        go (they move no element), so an enumeration finds genuinely other ones."""
+        ext, lanes = self.op.extents, self.acc.pattern.extents
+        wide = [p for p in self.pdims if lanes[p] > 1]
+        clause = [self.bind[q][t].Not() for q, t in emb.binding if q in self.bind]
+        for g in emb.groups:
+            for d in g.dims:
+                if ext[d] > 1 and g.lane in wide:
+                    clause.append(self.lane[d][g.lane].Not())
+        # A dim on a lane of extent 1 walks like a loop: either differs only if it goes wide.
+        narrow = [d for g in emb.groups if g.lane not in wide for d in g.dims]
+        for d in narrow + [lp.dim for lp in emb.loops]:
+            if ext[d] > 1:
+                clause += [self.lane[d][p] for p in wide]
+        if emb.form in self.form_on:
+            clause.append(self.form_on[emb.form].Not())
+        else:
+            clause += list(self.form_on.values())
+        self.m.add_bool_or(clause)
+
     def _dataflow(self) -> None:
         m, op, pattern = self.m, self.op, self.acc.pattern
         separable = _output_separable(op)
@@ -329,13 +350,16 @@ class Pins:
 
 
 def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, seed: int = 0,
-                    pins: Pins = Pins(), forms: tuple | None = None
+                    pins: Pins = Pins(), forms: tuple | None = None,
+                    exclude: tuple[Embedding, ...] = (), max_padded_macs: int | None = None,
                     ) -> tuple[Embedding, SolveReport]:
     """Find the best embedding of the accelerator's instruction into the operator.
 
     `forms` are the layout forms besides the packed matrix that the accelerator's
     family can generate code for (VTA: the direct conv form, targets/vta/forms.py);
     None asks the family (targets/registry.py), () allows the matrix form alone.
+    `exclude` and `max_padded_macs` serve `solve_alternatives`: the best embedding other
+    than those, within that many padded MACs (NoEmbedding when there is none).
     """
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
@@ -350,6 +374,10 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
         forms = family(acc.family).forms
     model = _Model(op, acc, forms)
     model.pin(pins)
+    for emb in exclude:
+        model.exclude(emb)
+    if max_padded_macs is not None:
+        model.m.add(model.padded_macs <= max_padded_macs)
     levels: list[tuple[str, str, int, int]] = []
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
@@ -395,3 +423,24 @@ def solve_embedding(op: Operator, acc: Accelerator, time_limit: float = 10.0, se
     report = SolveReport(status=status, objective=levels[0][2], bound=levels[0][3],
                          seconds=time.perf_counter() - start, levels=tuple(levels))
     return best, report
+
+
+def solve_alternatives(op: Operator, acc: Accelerator, best: Embedding, report: SolveReport,
+                       count: int, slack: float, time_limit: float, seed: int = 0,
+                       pins: Pins = Pins()) -> list[tuple[Embedding, SolveReport]]:
+    """Up to `count` embeddings besides `best`, each the lexicographic best (padding, bytes,
+    tie-break) of what is left, all within (1 + slack) x the best padded MACs: the candidates
+    among which the family's cycle model decides. Each solve gets `time_limit`; an enumeration
+    that runs out of time or of embeddings stops there."""
+    found = [best]
+    cap = int(report.objective * (1 + slack))
+    out: list[tuple[Embedding, SolveReport]] = []
+    for _ in range(count):
+        try:
+            emb, rep = solve_embedding(op, acc, time_limit, seed, pins, exclude=tuple(found),
+                                       max_padded_macs=cap)
+        except (NoEmbedding, SolverTimeout):
+            break
+        found.append(emb)
+        out.append((emb, rep))
+    return out

@@ -173,6 +173,13 @@ class Embedding:
                          + (" (im2col)" if self.operator.kind == "conv2d" else ""))
         return lines
 
+    def brief(self) -> str:
+        """One line: form, binding, dims per lane, loops (`inp<-B wgt<-A | o<-m i<-k | loops n`)."""
+        binding = " ".join(f"{q}<-{t}" for q, t in self.binding[:-1])
+        lanes = " ".join(f"{g.lane}<-{'*'.join(g.dims)}" for g in self.groups if g.dims and g.lane)
+        loops = " ".join(lp.dim for lp in self.loops)
+        return f"{self.form}: {binding} | {lanes or 'no lanes'} | loops {loops or 'none'}"
+
     def summary(self) -> dict:
         return {
             "binding": dict(self.binding),

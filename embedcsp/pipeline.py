@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.csp import Pins, SolveReport, solve_embedding
+from embedcsp.csp import Pins, SolveReport, solve_alternatives, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
 from embedcsp.errors import BadInput, NoEmbedding
 from embedcsp.layout import HostTransform, host_transform
@@ -39,6 +39,10 @@ class Options:
     strategy: str = "csp"  # "csp": the solver chooses; "reference": VTA's fixed TVM mapping
     board: str | None = None  # the cycle model's board, which also ranks the plans; None: the family's
     plan_candidates: int = 8  # best plans by estimate that the cycle model re-ranks
+    # Embeddings the cycle model chooses among (strategy csp): the solver's best, up to this
+    # many others within (1 + padding_slack) x its padded MACs, and the family's reference.
+    alternatives: int = 4
+    padding_slack: float = 0.02
 
 
 MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a signed 32-bit field
@@ -58,6 +62,21 @@ def check_time_limit(seconds: float) -> float:
     return seconds
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One embedding the cycle model costed for strategy csp (docs/choice.md)."""
+
+    source: str  # "solver" (the CSP's best), "alternative" (enumerated) or "reference"
+    embedding: str  # Embedding.brief()
+    padded_macs: int
+    cycles: int | None  # the family's modelled cycles of its best plan; None: it has no program
+    note: str = ""  # why it has no program
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "embedding": self.embedding, "padded_macs": self.padded_macs,
+                "cycles": self.cycles, **({"note": self.note} if self.note else {})}
+
+
 @dataclass(frozen=True, eq=False)
 class Compiled:
     operator: Operator
@@ -68,6 +87,7 @@ class Compiled:
     plan: Any  # the family's plan and program (targets/<family>/)
     program: Any
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
+    candidates: tuple[Candidate, ...] = ()  # what the cycle model chose among (strategy csp)
 
 
 def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(),
@@ -89,23 +109,66 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     seconds = {}
     t0 = time.perf_counter()
     progress.stage("solving the embedding")
-    pins = family(acc.family).reference_pins(op) if options.strategy == "reference" else Pins()
-    embedding, report = _solve(op, acc, options, pins)
+    if options.strategy == "reference":
+        embedding, report = _solve(op, acc, options, fam.reference_pins(op))
+        candidates: tuple[Candidate, ...] = ()
+    else:
+        embedding, report, candidates = _choose(op, acc, options, progress)
     t1 = time.perf_counter()
     progress.stage("planning and generating code")
-    build = family(acc.family).build
-    try:
-        plan, program = build(embedding, options)
-    except NoEmbedding:
-        if embedding.form != "direct" or options.strategy != "csp":
-            raise
-        # The direct form won on bytes but no tiling of it fits the buffers (a variant
-        # with a tiny INP buffer): the packed matrix form is the next best choice.
-        embedding, report = _solve(op, acc, options, replace(pins, form="matrix"))
-        plan, program = build(embedding, options)
+    plan, program = fam.build(embedding, options)
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
-    return Compiled(op, acc, options, embedding, report, plan, program, seconds)
+    return Compiled(op, acc, options, embedding, report, plan, program, seconds, candidates)
+
+
+def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
+            ) -> tuple[Embedding, SolveReport, tuple[Candidate, ...]]:
+    """Strategy csp: the solver's best embedding, its near-optimal alternatives and the family's
+    reference, each costed by the family's cycle model; the fewest modelled cycles wins (ties:
+    that order). Since the reference is one of them, ours is never slower than it."""
+    fam = family(acc.family)
+    best, report = _solve(op, acc, options, Pins())
+    pool = [("solver", best)]
+    if options.alternatives > 0:
+        budget = options.time_limit / options.alternatives
+        for emb, _ in solve_alternatives(op, acc, best, report, options.alternatives, options.padding_slack,
+                                         budget, options.seed):
+            check_scalar(emb, sample_instances(emb, options.seed))
+            pool.append(("alternative", emb))
+    if fam.reference is not None:
+        try:
+            pool.append(("reference", _solve(op, acc, options, fam.reference_pins(op))[0]))
+        except NoEmbedding:
+            pass  # the family has no fixed mapping for this operator
+    progress.stage(f"costing {len(pool)} embeddings in the cycle model")
+    costed = []
+    for source, emb in pool:
+        try:
+            cycles, note = modelled_cycles(emb, options), ""
+        except NoEmbedding as exc:
+            cycles, note = None, str(exc)
+        costed.append(Candidate(source, emb.brief(), emb.padded_macs, cycles, note))
+    usable = [i for i, c in enumerate(costed) if c.cycles is not None]
+    if not usable:
+        # Every candidate's layout overflows some buffer (a direct form on a variant with a tiny
+        # INP buffer): the packed matrix form is the last resort.
+        emb, rep = _solve(op, acc, options, Pins(form="matrix"))
+        return emb, rep, tuple(costed)
+    chosen = min(usable, key=lambda i: (costed[i].cycles, i))
+    return pool[chosen][1], report, tuple(costed)
+
+
+def modelled_cycles(embedding: Embedding, options: Options) -> int:
+    """The family's modelled cycles of the program it would build for `embedding`: its own fast
+    `modelled_cycles` where it has one (docs/targets.md), else the program built and costed."""
+    fam = family(embedding.accelerator.family)
+    fast = getattr(fam, "modelled_cycles", None)
+    if fast is not None:
+        return fast(embedding, options)
+    plan, program = fam.build(embedding, options)
+    return fam.cost(Compiled(embedding.operator, embedding.accelerator, options, embedding,
+                             SolveReport("OPTIMAL", 0, 0, 0.0), plan, program)).cycles
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,6 +36,7 @@ def outcome_dict(o: Outcome) -> dict:
         "operator": {"kind": c.operator.kind, **c.operator.param_dict},
         "accelerator": c.accelerator.name,
         "solver": c.report.as_dict(),
+        "candidates": [cand.as_dict() for cand in c.candidates],
         "embedding": c.embedding.summary(),
         "embedding_text": c.embedding.describe(),
         "padding_efficiency": c.embedding.efficiency,
@@ -50,6 +51,20 @@ def outcome_dict(o: Outcome) -> dict:
         "verification": o.verification.as_dict(),
         "seconds": {k: round(v, 4) for k, v in c.seconds.items()},
     }
+
+
+def choice_lines(c: Compiled) -> list[str]:
+    """How the cycle model chose among the candidate embeddings (strategy csp)."""
+    if len(c.candidates) < 2:
+        return []
+    chosen = c.embedding.brief()
+    lines = [f"chosen     by the cycle model among {len(c.candidates)} embeddings (solver's best, "
+             "alternatives within the padding slack, reference)"]
+    for cand in c.candidates:
+        mark = "*" if cand.embedding == chosen else " "
+        cost = f"{cand.cycles} cycles" if cand.cycles is not None else f"no program ({cand.note})"
+        lines.append(f"  {mark} {cand.source:11s} {cost:>16s}, {cand.padded_macs} MACs: {cand.embedding}")
+    return lines
 
 
 def human_bytes(n: float) -> str:
@@ -72,6 +87,7 @@ def outcome_text(o: Outcome) -> list[str]:
         f"sha256 {c.accelerator.digest[:12]})",
         f"strategy   {strategy}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",
+        *choice_lines(c),
         "embedding",
         *(f"  {line}" for line in c.embedding.describe()),
         f"padding    efficiency {c.embedding.efficiency:.4f} "

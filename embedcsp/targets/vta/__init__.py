@@ -88,6 +88,13 @@ class VtaFamily(PackageParts):
 
         return best_program(embedding, options)
 
+    def modelled_cycles(self, embedding, options) -> int:
+        """The cycles of the program `build` would return, costed at tile-step granularity
+        without generating it (stepcost.py; equal to `cost` of the built program)."""
+        from embedcsp.targets.vta.build import modelled_cycles
+
+        return modelled_cycles(embedding, options)
+
     def execute(self, compiled, inputs: dict[str, np.ndarray], progress: Progress = SILENT):
         """(outputs by tensor name, counters): the program run as a binary in the model."""
         from embedcsp.targets.vta.execute import execute

@@ -1,5 +1,5 @@
-"""From an embedding to VTA's best program: the planner's candidates, generated and ranked
-by the cycle model (the family's `build`)."""
+"""From an embedding to VTA's best program: the planner's candidates, ranked by the cycle model
+at tile-step granularity (stepcost.py), the winner generated (the family's `build`)."""
 
 from __future__ import annotations
 
@@ -9,42 +9,45 @@ from embedcsp.pipeline import Options
 from embedcsp.targets.vta.codegen import Program, UopOverflow, element_maps, generate
 from embedcsp.targets.vta.direct import direct_plans
 from embedcsp.targets.vta.plan import Plan, candidate_plans
-from embedcsp.targets.vta.timing import board, simulate
+from embedcsp.targets.vta.stepcost import plan_cycles
+from embedcsp.targets.vta.timing import board
 
-# Re-ranking generates a program per candidate; beyond this many tile steps the
-# estimate's first choice is kept (the largest GEMMs take seconds per program).
-RERANK_MAX_STEPS = 4000
+NO_PLAN = "no tiling's micro-op kernels fit this VTA's UOP buffer"
 
 
-def best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]:
-    """The planner's best few tilings, compiled and ranked by the cycle model.
-
-    Tilings whose micro-op kernels overflow the UOP buffer are skipped; a plan
-    beyond RERANK_MAX_STEPS is taken as the estimate ranks it, unsimulated.
-    """
+def ranked_plans(embedding: Embedding, options: Options) -> list[tuple[int, Plan]]:
+    """(modelled cycles, plan) of the planner's best `plan_candidates` tilings by its estimate,
+    fastest first by the cycle model; tilings whose micro-ops overflow the UOP buffer are left
+    out. Every size is costed: the step-level model needs no program."""
     b = board(options.board)
     if embedding.form == "direct":
         plans = direct_plans(embedding, options.double_buffer, b.bus_bytes)
     else:
         plans = candidate_plans(embedding, options.double_buffer, b.bus_bytes, options.plan_candidates)
-    maps = element_maps(plans[0])
-    best = None
-    ranked = 0
-    for plan in plans:
-        if best is not None and plan.steps > RERANK_MAX_STEPS:
-            continue
+    ranked = []
+    for order, plan in enumerate(plans):
         try:
-            program = generate(plan, options.epilogue, maps)
+            ranked.append((plan_cycles(plan, options.epilogue, b), order, plan))
         except UopOverflow:
             continue
-        if best is None and plan.steps > RERANK_MAX_STEPS:
-            return plan, program
-        cycles = simulate(list(program.insns), program.config, b).cycles
-        if best is None or cycles < best[0]:
-            best = (cycles, plan, program)
-        ranked += 1
-        if ranked == options.plan_candidates:
+        if len(ranked) == options.plan_candidates:
             break
-    if best is None:
-        raise NoEmbedding("no tiling's micro-op kernels fit this VTA's UOP buffer")
-    return best[1], best[2]
+    ranked.sort(key=lambda item: item[:2])  # ties: the estimate's order
+    return [(cycles, plan) for cycles, _, plan in ranked]
+
+
+def modelled_cycles(embedding: Embedding, options: Options) -> int:
+    """The cycles of the program `best_program` would build, without building it."""
+    ranked = ranked_plans(embedding, options)
+    if not ranked:
+        raise NoEmbedding(NO_PLAN)
+    return ranked[0][0]
+
+
+def best_program(embedding: Embedding, options: Options) -> tuple[Plan, Program]:
+    """The fastest of the planner's tilings by the cycle model, generated."""
+    ranked = ranked_plans(embedding, options)
+    if not ranked:
+        raise NoEmbedding(NO_PLAN)
+    plan = ranked[0][1]
+    return plan, generate(plan, options.epilogue, element_maps(plan))

@@ -20,6 +20,7 @@ every module's work is ordered before FINISH and no token is left over.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -119,6 +120,11 @@ class MatrixForm:
         rows, cols, _ = self._extents(st)
         return rows, cols
 
+    def cost_key(self, st: Step) -> tuple[int, int, int]:
+        """What the cycles of a step's instructions depend on besides slots and flags
+        (stepcost.py): the tile's extents; addresses cost nothing."""
+        return self._extents(st)
+
     def load_inp(self, st: Step, sram: int, dram: int) -> list[MemInsn]:
         p, t = self.plan, self.plan.tiling
         rows, _, reds = self._extents(st)
@@ -137,7 +143,7 @@ class MatrixForm:
         rows, cols, reds = self._extents(st)
         key = ("gemm", a0, i0, w0, cols, reds)
         bgn, end = kernels.get(key, lambda: [(a0 + j, i0, w0 + j * reds) for j in range(cols)])
-        assert not gemm_hazard(np.arange(cols), reds, rows, 0, cols), "plan allowed a hazard"
+        assert not _hazard(cols, reds, rows), "plan allowed a hazard"
         return [GemmInsn(False, bgn, end, iter_out=reds, iter_in=rows, dst_factor_out=0,
                          dst_factor_in=cols, src_factor_out=1, src_factor_in=reds,
                          wgt_factor_out=1, wgt_factor_in=0)]
@@ -148,6 +154,12 @@ class MatrixForm:
         base = dram + st.bt * p.n_rows * p.n_cols
         return [MemInsn(OP_STORE, MEM_OUT, sram, base + st.rt * t.rows * p.n_cols + st.ct * t.cols,
                         rows, cols, p.n_cols)]
+
+
+@lru_cache(maxsize=256)
+def _hazard(cols: int, reds: int, rows: int) -> bool:
+    """The matrix GEMM's hazard depends on the tile shape alone; a plan has a few shapes."""
+    return gemm_hazard(np.arange(cols), reds, rows, 0, cols)
 
 
 def code_form(plan: Plan):
@@ -219,21 +231,8 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
             stream += [(LOAD, i) for i in nops + loads]
 
         # ---- compute module
-        work: list[Insn] = []
         a0, i0, w0 = acc_base[st.acc_slot], inp_base[st.inp_slot], wgt_base[st.wgt_slot]
-        rows, cols = form.acc_shape(st)
-        if st.first:
-            bgn, end = kernels.get(("reset", a0), lambda: [(a0, 0, 0)])
-            work.append(GemmInsn(True, bgn, end, rows, cols, dst_factor_out=cols, dst_factor_in=1))
-        work += form.gemm(st, a0, i0, w0, kernels)
-        if st.last and epilogue.kind in ("requant", "saturate"):
-            bgn, end = kernels.get(("alu", a0), lambda: [(a0, a0, 0)])
-            # saturate is the clip alone; requant shifts first (SHR is an arithmetic shift: floor).
-            shift = [(ALU_SHR, epilogue.shift)] if epilogue.kind == "requant" else []
-            for opcode, imm in (*shift, (ALU_MIN, 127), (ALU_MAX, -128)):
-                work.append(AluInsn(opcode, bgn, end, rows, cols, dst_factor_out=cols,
-                                    dst_factor_in=1, src_factor_out=cols, src_factor_in=1,
-                                    use_imm=True, imm=imm))
+        work = work_insns(form, st, a0, i0, w0, kernels, epilogue)
         if len(kernels.dst) > uop_depth:
             raise UopOverflow(f"{len(kernels.dst)} micro-ops exceed the UOP buffer's {uop_depth}")
         waits_store = st.first and st.acc_tile >= t.acc_slots
@@ -259,6 +258,25 @@ def generate(plan: Plan, epilogue: Epilogue, maps: dict[str, np.ndarray] | None 
     insns.append(FinishInsn())
     tensors = {name: emb.bound[name] for name in ("inp", "wgt", "acc")}
     return Program(cfg, tuple(insns), uops, regions, maps, tensors)
+
+
+def work_insns(form, st: Step, a0: int, i0: int, w0: int, kernels: Kernels, epilogue: Epilogue) -> list[Insn]:
+    """A step's compute group, without tokens: [reset GEMM if first] GEMM(s) [epilogue ALUs if last]."""
+    work: list[Insn] = []
+    rows, cols = form.acc_shape(st)
+    if st.first:
+        bgn, end = kernels.get(("reset", a0), lambda: [(a0, 0, 0)])
+        work.append(GemmInsn(True, bgn, end, rows, cols, dst_factor_out=cols, dst_factor_in=1))
+    work += form.gemm(st, a0, i0, w0, kernels)
+    if st.last and epilogue.kind in ("requant", "saturate"):
+        bgn, end = kernels.get(("alu", a0), lambda: [(a0, a0, 0)])
+        # saturate is the clip alone; requant shifts first (SHR is an arithmetic shift: floor).
+        shift = [(ALU_SHR, epilogue.shift)] if epilogue.kind == "requant" else []
+        for opcode, imm in (*shift, (ALU_MIN, 127), (ALU_MAX, -128)):
+            work.append(AluInsn(opcode, bgn, end, rows, cols, dst_factor_out=cols,
+                                dst_factor_in=1, src_factor_out=cols, src_factor_in=1,
+                                use_imm=True, imm=imm))
+    return work
 
 
 def _squeeze(insn: Insn) -> Insn:
