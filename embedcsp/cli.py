@@ -378,7 +378,7 @@ def run_cmd(
                                "provenance": b.provenance, **v.as_dict()}, indent=2))
     elif v.ok:
         typer.echo(f"verified   {b.operator.describe()}: {v.checked} outputs bit-exact "
-                   f"({len(b.program)} instructions, {v.counters.gemm_uops} GEMM micro-ops, {source}, "
+                   f"({len(b.program)} instructions, {v.counters.gemm_uops} matrix operations executed, {source}, "
                    f"{v.seconds:.2f} s)")
     else:
         typer.echo(f"FAILED     {v.mismatches} of {v.checked} outputs differ ({source}); "
