@@ -107,6 +107,14 @@ class GemminiFamily(PackageParts):
         return best_program(embedding, options.epilogue, options.board, options.plan_candidates,
                             options.double_buffer)
 
+    def modelled_cycles(self, embedding, options) -> int:
+        """The cycles of the program `build` would return, without its element maps."""
+        from embedcsp.targets.gemmini.build import best_program
+
+        plan, _ = best_program(embedding, options.epilogue, options.board, options.plan_candidates,
+                               options.double_buffer, with_maps=False)
+        return plan.estimated_cycles
+
     def execute(self, compiled, inputs: dict[str, np.ndarray], progress: Progress = SILENT):
         """(outputs by tensor name, counters): program.bin as the hardware reads it, decoded by
         the model's own reader and run on the DRAM image, outputs read through the maps."""

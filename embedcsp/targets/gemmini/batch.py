@@ -531,8 +531,11 @@ def _mvin_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
             to = dest[b][sel]
             m.sp[to, :cw] = values[:, b * d:b * d + cw]
             m.sp_set[to, :cw] = True
+            if cw == d:  # a whole row written: all its columns are
+                m.sp_lead[to] = d
+            else:
+                m.lead_rows(to, distinct=True)
         m.tally.load_bytes += int(at.size) * width * cfg.elem_bytes
-    m.lead_rows(hits)
     return True
 
 

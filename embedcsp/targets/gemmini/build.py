@@ -4,6 +4,7 @@ estimate; the best few generated and ranked by the cycle model (the family's `bu
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from embedcsp.embedding import Embedding
 from embedcsp.errors import BadInput
 from embedcsp.reference import Epilogue
 from embedcsp.targets.gemmini.codegen import Program, element_maps, generate
-from embedcsp.targets.gemmini.plan import OS, WS, Plan, tilings
+from embedcsp.targets.gemmini.plan import OS, WS, Axis, Plan, tilings
 from embedcsp.targets.gemmini.timing import (
     BEAT_BYTES,
     WS_REUSE_MIN_ROWS,
@@ -33,6 +34,14 @@ def out_bytes_of(epilogue: Epilogue) -> int:
     return 4 if epilogue.kind == "int32" else 1
 
 
+@lru_cache(maxsize=16)
+def _streamed_rows(rows: Axis) -> tuple[int, float]:
+    """(sum, mean) over the row chunks of the rows a WS compute streams: the same for every
+    tiling of one embedding, so computed once (Axis hashes by identity)."""
+    per_row = np.maximum(rows.valid, WS_REUSE_MIN_ROWS)
+    return int(per_row.sum()), float(per_row.mean())
+
+
 def estimate(plan: Plan) -> tuple[int, int]:
     """(cycles, commands) under a closed-form overlap model: loads, computes and stores in
     cycles (reloads counted by the loop order), overlapped when double-buffered."""
@@ -51,9 +60,9 @@ def estimate(plan: Plan) -> tuple[int, int]:
     pairs = rows.n * cols.n * reds.n
     if t.dataflow == WS:
         flips = cols.n * reds.n * nr
-        per_row = np.maximum(rows.valid, WS_REUSE_MIN_ROWS)
-        streamed = int(per_row.sum()) * cols.n * reds.n  # every compute streaming its rows
-        ex = streamed + int(flips * (cfg.DIM - per_row.mean()))  # a new B always takes DIM
+        per_row_sum, per_row_mean = _streamed_rows(rows)
+        streamed = per_row_sum * cols.n * reds.n  # every compute streaming its rows
+        ex = streamed + int(flips * (cfg.DIM - per_row_mean))  # a new B always takes DIM
     else:
         ex = pairs * cfg.DIM
     blocks = cfg.max_block_len
@@ -65,17 +74,18 @@ def estimate(plan: Plan) -> tuple[int, int]:
 
 
 def best_program(embedding: Embedding, epilogue: Epilogue, board_name: str, candidates: int = 4,
-                 double_buffer: bool = True, dataflows: tuple[str, ...] = (WS, OS)) -> tuple[Plan, Program]:
-    """The best plan and its program: the estimate's best few, generated and costed."""
+                 double_buffer: bool = True, dataflows: tuple[str, ...] = (WS, OS),
+                 with_maps: bool = True) -> tuple[Plan, Program]:
+    """The best plan and its program: the estimate's best few, generated and costed. Without
+    `with_maps` the program has no element maps (enough to cost it, not to run it)."""
     b: Board = board(board_name)
     plans = tilings(embedding, out_bytes_of(epilogue), double_buffer, dataflows)
     scored = sorted(plans, key=lambda p: (estimate(p), p.tiling.dataflow != WS, -p.tiling.rows * p.tiling.cols))
-    maps = element_maps(scored[0])
     best = None
     for plan in scored[:max(1, candidates)]:
         if best is not None and estimate(plan)[1] > RERANK_MAX_COMMANDS:
             continue
-        program = generate(plan, epilogue, maps)
+        program = generate(plan, epilogue, {})
         cycles = cost_program(program, plan, b).cycles
         # Ties go to weight-stationary, the dataflow of Gemmini's own library.
         if best is None or (cycles, plan.tiling.dataflow != WS) < (best[0], best[1].tiling.dataflow != WS):
@@ -83,4 +93,6 @@ def best_program(embedding: Embedding, epilogue: Epilogue, board_name: str, cand
         if estimate(plan)[1] > RERANK_MAX_COMMANDS:
             break
     cycles, plan, program = best
+    if with_maps:  # the layouts depend on the embedding alone: built once, for the program kept
+        program = replace(program, element_maps=element_maps(plan))
     return replace(plan, estimated_cycles=cycles), program

@@ -28,7 +28,7 @@ program.bin) read it chunk by chunk with bounded memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -329,50 +329,79 @@ class _Stream:
             if s0 >= n:
                 return
 
-    def _step(self, s: int, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The commands of step s: its A and B mvins, its pairs, its mvouts."""
+    def _parts(self, s: int) -> list[tuple[tuple, int | None]]:
+        """Step s as (key of a tile class's commands, DRAM offset to add to their addresses,
+        None for pairs): its A and B mvins, its pairs, its mvouts. A key holds the tile
+        indices its commands are built from last."""
         sc, plan = self.sched, self.plan
         ii, jj, ll, bt = int(sc.I[s]), int(sc.J[s]), int(sc.L[s]), int(sc.B[s])
         R, C, L = self.row_r[ii], self.col_r[jj], self.red_r[ll]
         rc, cc, lc = int(self.row_cls[ii]), int(self.col_cls[jj]), int(self.red_cls[ll])
         sa, sb, sl = int(sc.a_slot[s]), int(sc.b_slot[s]), int(sc.c_slot[s])
         (pa, pb, pc), (ba, bb, bc), (ma, mb, mc) = self.pitches, self.bases, self.mats
-        f, r1, r2 = [], [], []
+        out = []
         if sc.load_a[s]:
-            key = ("a", rc, lc, sa)
-            if key not in cache:
-                cache[key] = self._mvin_a(R, L, plan.a_base(sa), self.a_groups[ll])
-            fa, rel, desc = cache[key]
-            f.append(fa)
-            r1.append((rel + (ba + bt * ma + int(R.offset[0]) * pa + int(L.offset[0]))).astype(np.uint64))
-            r2.append(desc)
+            out.append((("a", rc, lc, sa, ii, ll), ba + bt * ma + int(R.offset[0]) * pa + int(L.offset[0])))
         if sc.load_b[s]:
-            key = ("b", lc, cc, sb)
-            if key not in cache:
-                cache[key] = self._mvin_b(L, C, plan.b_base(sb), self.b_groups[jj])
-            fb, rel, desc = cache[key]
-            f.append(fb)
-            r1.append((rel + (bb + bt * mb + int(L.offset[0]) * pb + int(C.offset[0]))).astype(np.uint64))
-            r2.append(desc)
-        key = ("x", rc, cc, lc, ll == 0, sa, sb, sl)
-        if key not in cache:
-            pairs = _pairs_ws if plan.tiling.dataflow == WS else _pairs_os
-            cache[key] = pairs(plan, R, C, L, plan.a_base(sa), plan.b_base(sb), plan.c_base(sl))
-        fx, x1, x2 = cache[key]
-        f.append(fx)
-        r1.append(x1)
-        r2.append(x2)
+            out.append((("b", lc, cc, sb, ll, jj), bb + bt * mb + int(L.offset[0]) * pb + int(C.offset[0])))
+        out.append((("x", rc, cc, lc, ll == 0, sa, sb, sl, ii, jj, ll), None))
         if sc.last[s]:
-            key = ("c", rc, cc, sl)
-            if key not in cache:
-                cache[key] = self._mvout(R, C, plan.c_base(sl), self.c_groups[jj])
-            fo, rel, desc = cache[key]
-            f.append(fo)
-            out = self.plan.out_bytes
-            r1.append((rel + (bc + bt * mc + int(R.offset[0]) * pc + int(C.offset[0]) * out)).astype(np.uint64))
-            r2.append(desc)
+            out.append((("c", rc, cc, sl, ii, jj),
+                        bc + bt * mc + int(R.offset[0]) * pc + int(C.offset[0]) * plan.out_bytes))
+        return out
+
+    def _part(self, key: tuple, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The commands of a tile class (DRAM addresses relative to the part's offset)."""
+        cls = key[:-3] if key[0] == "x" else key[:-2]
+        if cls not in cache:
+            plan = self.plan
+            if key[0] == "a":
+                ii, ll = key[-2:]
+                cache[cls] = self._mvin_a(self.row_r[ii], self.red_r[ll], plan.a_base(key[3]), self.a_groups[ll])
+            elif key[0] == "b":
+                ll, jj = key[-2:]
+                cache[cls] = self._mvin_b(self.red_r[ll], self.col_r[jj], plan.b_base(key[3]), self.b_groups[jj])
+            elif key[0] == "x":
+                ii, jj, ll = key[-3:]
+                pairs = _pairs_ws if plan.tiling.dataflow == WS else _pairs_os
+                cache[cls] = pairs(plan, self.row_r[ii], self.col_r[jj], self.red_r[ll],
+                                   plan.a_base(key[5]), plan.b_base(key[6]), plan.c_base(key[7]))
+            else:
+                ii, jj = key[-2:]
+                cache[cls] = self._mvout(self.row_r[ii], self.col_r[jj], plan.c_base(key[3]), self.c_groups[jj])
+        return cache[cls]
+
+    def _step(self, s: int, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The commands of step s."""
+        f, r1, r2 = [], [], []
+        for key, offset in self._parts(s):
+            pf, p1, p2 = self._part(key, cache)
+            f.append(pf)
+            r1.append(p1 if offset is None else (p1 + offset).astype(np.uint64))
+            r2.append(p2)
         funct = np.concatenate(f)
         return funct, np.concatenate(r1), np.concatenate(r2), np.full(len(funct), s, np.int32)
+
+    def step_sums(self, cost: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[int, int, int]]) -> np.ndarray:
+        """[4, steps]: `cost` (load, execute, store) of each step's commands and their count,
+        from each tile class's commands once; `cost` must not read DRAM addresses, which
+        differ between the steps of a class. The prologue's commands count in step 0."""
+        cache: dict = {}
+        totals: dict = {}
+        sums = []
+        for s in range(len(self.sizes)):
+            row = [0, 0, 0, 0]
+            for key, _ in self._parts(s):
+                cls = key[:-3] if key[0] == "x" else key[:-2]
+                if cls not in totals:
+                    f, r1, r2 = self._part(key, cache)
+                    totals[cls] = (*cost(f, r1.astype(np.uint64), r2), len(f))
+                row = [a + b for a, b in zip(row, totals[cls])]
+            sums.append(row)
+        out = np.array(sums, np.int64).reshape(-1, 4).T.copy()
+        if out.shape[1]:
+            out[3, 0] += len(self.prologue[0])
+        return out
 
     def _mvin_a(self, R: _Range, L: _Range, a0: int, groups):
         """One mvin per chunk row of the A tile and run of reduction chunks: (funct, DRAM

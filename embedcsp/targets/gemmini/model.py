@@ -157,9 +157,9 @@ class _Machine:
         self.dram_written = np.zeros(len(dram), bool)
         self.tally = _Tally()
 
-    def lead_rows(self, rows: np.ndarray) -> None:
-        """Bring sp_lead up to date for these scratchpad rows."""
-        u = np.unique(rows)
+    def lead_rows(self, rows: np.ndarray, distinct: bool = False) -> None:
+        """Bring sp_lead up to date for these scratchpad rows (`distinct`: no row twice)."""
+        u = rows if distinct else np.unique(rows)
         s = self.sp_set[u]
         self.sp_lead[u] = np.where(s.all(1), self.cfg.DIM, s.argmin(1))
 

@@ -47,7 +47,7 @@ class Axis:
     def n(self) -> int:
         return len(self.valid)
 
-    @property
+    @cached_property
     def total(self) -> int:
         """Real lanes along the axis: the packed matrix's extent."""
         return int(self.valid.sum())
