@@ -51,6 +51,26 @@ def test_evaluate_aligned_gemm_needs_no_padding():
     assert row["speedup"] == round(row["ref_cycles"] / row["cycles"], 6)
 
 
+def test_one_program_is_verified_once_and_another_twice(monkeypatch):
+    """Where ours is the reference's own embedding the two strategies share one check; where
+    the cycle model chose another, each program runs in the functional model."""
+    runs = []
+    real = bench.verify_and_cost
+
+    def counting(compiled, seed=0, progress=None, same_program=None):
+        outcome = real(compiled, seed, same_program=same_program)
+        runs.append(same_program is None or outcome.verification is not same_program.verification)
+        return outcome
+
+    monkeypatch.setattr(bench, "verify_and_cost", counting)
+    row = bench.evaluate(gemm(96, 160, 512), time_limit=5)  # the reference's mapping is as fast
+    assert row["ref_same_program"] is True and runs == [True, False] and row["speedup"] == 1.0
+    runs.clear()
+    row = bench.evaluate(gemm(35, 70, 64), time_limit=5)  # ours pads less than the reference
+    assert row["ref_same_program"] is False and runs == [True, True] and row["speedup"] > 1.0
+    assert row["verified"] is True and row["ref_verified"] is True
+
+
 def test_evaluate_by_deepbench_name():
     row = bench.evaluate("GEMM-device-4", time_limit=5)
     assert (row["name"], row["M"], row["N"], row["K"]) == ("gemm-device-4", 64, 1, 1216)
@@ -58,14 +78,14 @@ def test_evaluate_by_deepbench_name():
 
 
 def test_reference_error_is_a_column_not_a_crash(monkeypatch):
-    real = bench.solve_and_verify
+    real = bench.compile_operator
 
-    def no_reference(op, acc, options, seed=0):
+    def no_reference(op, acc, options, progress=None):
         if options.strategy == "reference":
             raise BadInput("the reference strategy exists for gemm only")
-        return real(op, acc, options, seed)
+        return real(op, acc, options)
 
-    monkeypatch.setattr(bench, "solve_and_verify", no_reference)
+    monkeypatch.setattr(bench, "compile_operator", no_reference)
     row = bench.evaluate(gemm(16, 16, 16), time_limit=5)
     assert row["verified"] is True and row["ref_verified"] is False
     assert row["ref_error"] == "the reference strategy exists for gemm only"
