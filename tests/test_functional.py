@@ -663,9 +663,12 @@ def test_dense_and_generic_gemm_agree(monkeypatch, accel):
         machines = []
         for force_generic in (False, True):
             m = _Spy(cfg, pattern, np.zeros(16, np.uint8))
-            m.inp[:limits[1]], m.wgt[:limits[2]], m.acc[:limits[0]] = inp, wgt, acc0
+            m.write_sram(MEM_INP, 0, inp)
+            m.write_sram(MEM_WGT, 0, wgt)
+            m.write_sram(MEM_ACC, 0, acc0)
             m.uop[:, :len(uops)] = np.array(uops).T
             machines.append(m)
+        assert np.array_equal(machines[0].inp[:limits[1]], inp) and np.array_equal(machines[0].wgt[:limits[2]], wgt)
         want = _explicit(machines[0].acc, machines[0].inp, machines[0].wgt, insn, uops)
         if _brute_hazard(insn, uops):
             seen["hazard"] += 1

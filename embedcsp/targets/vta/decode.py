@@ -101,6 +101,44 @@ def decode_program(raw: bytes, cfg: VtaConfig) -> list[Insn]:
     return [decode_insn(raw[k:k + INSN_BYTES], cfg) for k in range(0, len(raw), INSN_BYTES)]
 
 
+# Every field any instruction has, in one order: the columns of `decode_table`.
+COLUMNS = ("opcode", "pop_prev", "pop_next", "push_prev", "push_next",
+           "memory_type", "sram_base", "dram_base", "y_size", "x_size", "x_stride",
+           "y_pad_0", "y_pad_1", "x_pad_0", "x_pad_1",
+           "reset", "uop_bgn", "uop_end", "iter_out", "iter_in", "dst_factor_out", "dst_factor_in",
+           "src_factor_out", "src_factor_in", "wgt_factor_out", "wgt_factor_in",
+           "alu_opcode", "use_imm", "imm")
+_KIND_OPCODES = {"mem": (0, 1), "gemm": (2, 3), "alu": (4,)}
+
+
+def decode_table(raw: bytes, cfg: VtaConfig) -> dict[str, np.ndarray]:
+    """A whole program.bin read at once: one int64 column per field of `COLUMNS`, zero where
+    an instruction's kind has no such field; the same values `decode_insn` gives one by one
+    (tests/test_sim_decode.py compares them), for programs of a hundred thousand instructions.
+    ValueError for a ragged program or an opcode VTA does not have."""
+    if len(raw) % INSN_BYTES:
+        raise ValueError(f"{len(raw)} bytes is not a whole number of {INSN_BYTES}-byte instructions")
+    words = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
+    opcode = (words[:, 0] & np.uint64(0b111)).astype(np.int64)
+    bad = np.flatnonzero(~np.isin(opcode, list(OPCODES)))
+    if bad.size:
+        raise ValueError(f"opcode {int(opcode[bad[0]])} is not a VTA instruction "
+                         f"(instruction {int(bad[0])})")
+    table = {name: np.zeros(len(words), np.int64) for name in COLUMNS}
+    for kind, fields in structs(cfg).items():
+        if kind == "uop":
+            continue
+        rows = np.isin(opcode, _KIND_OPCODES[kind])
+        if not rows.any():
+            continue
+        for name, (first, width) in fields.items():
+            # Fields never straddle the two 64-bit words, so each is read from one of them.
+            word = words[rows, first // 64]
+            table[name][rows] = ((word >> np.uint64(first % 64)) & np.uint64((1 << width) - 1)).astype(np.int64)
+    table["imm"] = np.where(table["imm"] >= 1 << 15, table["imm"] - (1 << 16), table["imm"])
+    return table
+
+
 def decode_uops(words: np.ndarray, cfg: VtaConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """uint32 micro-op words -> (dst, src, wgt) index arrays."""
     w = np.asarray(words, np.int64)
