@@ -44,7 +44,7 @@ from embedcsp.targets.vta.encoding import (
     encode_program,
 )
 from embedcsp.targets.vta.execute import execute_image, verify_program
-from embedcsp.targets.vta.functional import COMPUTE, Machine, run
+from embedcsp.targets.vta.functional import COMPUTE, LOAD, Machine, run
 
 ACC = load_accelerator()
 CFG = ACC.config
@@ -718,3 +718,214 @@ def test_direct_conv_gemms_run_on_the_dense_path(monkeypatch):
     o = solve_and_verify(conv2d(1, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1), load_accelerator(),
                          Options(strategy="reference"), seed=0)
     assert o.compiled.embedding.form == "direct" and o.verification.ok
+
+
+# ---------------------------------------------------------------- whole programs vs a plain interpreter
+
+def _slow_run(insns, dram: np.ndarray, cfg):
+    """docs/vta.md section 4 one element and one micro-op at a time, in program order (which is
+    the execution order of a program whose modules are chained by tokens), with Python ints."""
+    dram = dram.copy()
+    b, bi, bo = cfg.batch, cfg.block_in, cfg.block_out
+    inp = np.zeros((cfg.depth(MEM_INP), b, bi), np.int64)
+    wgt = np.zeros((cfg.depth(MEM_WGT), bo, bi), np.int64)
+    acc = np.zeros((cfg.depth(MEM_ACC), b, bo), np.int64)
+    uops = [(0, 0, 0)] * cfg.depth(MEM_UOP)
+    a_w, s_w = cfg.log_acc_depth, max(cfg.log_acc_depth, cfg.log_inp_depth)
+    for insn in insns:
+        if isinstance(insn, FinishInsn):
+            break
+        if isinstance(insn, MemInsn) and insn.opcode == OP_STORE:
+            for y in range(insn.y_size):
+                for x in range(insn.x_size):
+                    src = acc[insn.sram_base + y * insn.x_size + x].reshape(-1)
+                    at = (insn.dram_base + y * insn.x_stride + x) * b * bo
+                    dram[at:at + b * bo] = [int(v) & 0xFF for v in src]
+        elif isinstance(insn, MemInsn):
+            if insn.x_size == 0:
+                continue
+            mem = insn.memory_type
+            elem = cfg.elem_bytes(mem)
+            cols = insn.x_pad_0 + insn.x_size + insn.x_pad_1
+            rows = insn.y_pad_0 + insn.y_size + insn.y_pad_1
+            for yy in range(rows):
+                for xx in range(cols):
+                    e = insn.sram_base + yy * cols + xx
+                    sy, sx = yy - insn.y_pad_0, xx - insn.x_pad_0
+                    inside = 0 <= sy < insn.y_size and 0 <= sx < insn.x_size
+                    at = (insn.dram_base + sy * insn.x_stride + sx) * elem
+                    data = dram[at:at + elem] if inside else np.zeros(elem, np.uint8)
+                    if mem == MEM_UOP:
+                        word = int(data.view("<u4")[0])
+                        uops[e] = (word & ((1 << a_w) - 1), (word >> a_w) & ((1 << s_w) - 1), word >> (a_w + s_w))
+                    elif mem == MEM_INP:
+                        inp[e] = data.view(np.int8).reshape(b, bi)
+                    elif mem == MEM_WGT:
+                        wgt[e] = data.view(np.int8).reshape(bo, bi)
+                    elif mem == MEM_ACC:
+                        acc[e] = data.view("<i4").reshape(b, bo)
+                    else:  # ACC_8BIT
+                        acc[e] = data.view(np.int8).reshape(b, bo)
+        elif isinstance(insn, GemmInsn):
+            for y in range(insn.iter_out):
+                for x in range(insn.iter_in):
+                    for u in range(insn.uop_bgn, insn.uop_end):
+                        d, s, w = uops[u]
+                        a = d + y * insn.dst_factor_out + x * insn.dst_factor_in
+                        i = s + y * insn.src_factor_out + x * insn.src_factor_in
+                        ww = w + y * insn.wgt_factor_out + x * insn.wgt_factor_in
+                        for bb in range(b):
+                            for o in range(bo):
+                                dot = sum(int(inp[i, bb, k]) * int(wgt[ww, o, k]) for k in range(bi))
+                                acc[a, bb, o] = 0 if insn.reset else wrap32(int(acc[a, bb, o]) + dot)
+        else:  # ALU
+            for y in range(insn.iter_out):
+                for x in range(insn.iter_in):
+                    for u in range(insn.uop_bgn, insn.uop_end):
+                        d, s, _ = uops[u]
+                        a = d + y * insn.dst_factor_out + x * insn.dst_factor_in
+                        src = s + y * insn.src_factor_out + x * insn.src_factor_in
+                        for bb in range(b):
+                            for o in range(bo):
+                                operand = insn.imm if insn.use_imm else int(acc[src, bb, o])
+                                acc[a, bb, o] = alu_ref(insn.alu_opcode, int(acc[a, bb, o]), operand)
+    return dram, inp, wgt, acc
+
+
+# The token that orders one module's last instruction before the next module's first:
+# (pusher's flag, popper's flag); load and store meet only through compute.
+_HANDOFF = {(0, 1): ("push_next", "pop_prev"), (1, 0): ("push_prev", "pop_next"),
+            (1, 2): ("push_next", "pop_prev"), (2, 1): ("push_prev", "pop_next")}
+_DATA = 16384  # DRAM bytes that loads and stores use; micro-op words live above them
+
+
+def _random_program(rng, cfg, limits):
+    """Phases of random instructions, each on one module and chained to the next by a token, so
+    program order is execution order. Returns the instructions and the micro-op words to place
+    at DRAM byte _DATA."""
+    acc_n, inp_n, wgt_n = limits
+    a_w, s_w = cfg.log_acc_depth, max(cfg.log_acc_depth, cfg.log_inp_depth)
+    words: list[int] = []
+    ubuf = [(0, 0, 0)] * 16  # the UOP elements the generator has loaded so far
+
+    def mem_load(mem, n_elems):
+        elem = cfg.elem_bytes(mem)
+        y, x = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        pads = (0, 0, 0, 0) if mem == MEM_WGT else tuple(int(v) for v in rng.integers(0, 2, 4))
+        cols, rows = pads[2] + x + pads[3], pads[0] + y + pads[1]
+        stride = int(rng.integers(max(1, x - 1), x + 4))  # rows may overlap in DRAM
+        sram = int(rng.integers(0, n_elems - cols * rows + 1))
+        return load(mem, sram, int(rng.integers(0, _DATA // elem - ((y - 1) * stride + x))), y, x, stride, pads)
+
+    def uop_load(kernel):
+        """A LOAD UOP of `kernel` into a random slot; returns (the load, the slot)."""
+        slot = int(rng.integers(0, len(ubuf) - len(kernel) + 1))
+        at = len(words)
+        words.extend(d | s << a_w | w << (a_w + s_w) for d, s, w in kernel)
+        ubuf[slot:slot + len(kernel)] = kernel
+        return load(MEM_UOP, slot, _DATA // 4 + at, 1, len(kernel), len(kernel)), slot
+
+    def gemm_steps(reset: bool):
+        while True:
+            insn, kernel = _random_gemm(rng, dense=rng.random() < 0.6, limits=limits)
+            if reset or not _brute_hazard(insn, kernel):
+                break
+        steps = list(uop_load(kernel)[:1])
+        slot = steps[0].sram_base
+        insn = replace(insn, reset=reset, uop_bgn=slot, uop_end=slot + len(kernel))
+        steps.append(insn)
+        if not reset and rng.random() < 0.5:
+            # The same instruction again over another kernel of the same length: a different GEMM.
+            for _ in range(50):
+                other = [tuple(int(rng.integers(0, lim // 2)) for lim in limits) for _ in kernel]
+                if not _brute_hazard(insn, other) and all(
+                        max(k[j] for k in other) + (insn.iter_out - 1) * fo + (insn.iter_in - 1) * fi < limits[j]
+                        for j, (fo, fi) in enumerate(((insn.dst_factor_out, insn.dst_factor_in),
+                                                      (insn.src_factor_out, insn.src_factor_in),
+                                                      (insn.wgt_factor_out, insn.wgt_factor_in)))):
+                    words.extend(d | s << a_w | w << (a_w + s_w) for d, s, w in other)
+                    ubuf[slot:slot + len(other)] = other
+                    steps += [load(MEM_UOP, slot, _DATA // 4 + len(words) - len(other), 1, len(other),
+                                   len(other)), insn]
+                    break
+        return steps
+
+    def alu_step():
+        op = int(rng.choice([ALU_MIN, ALU_MAX, ALU_ADD, ALU_SHR, ALU_MUL]))
+        use_imm = op == ALU_SHR or rng.random() < 0.5  # SHR by an ACC value could exceed 31
+        imm = int(rng.integers(-12, 13)) if op == ALU_SHR else int(rng.integers(-2**15, 2**15))
+        while True:
+            bgn = int(rng.integers(0, len(ubuf) - 2))
+            insn = AluInsn(op, bgn, bgn + int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+                           *(int(v) for v in rng.integers(0, 3, 4)), use_imm=use_imm, imm=imm)
+            kernel = ubuf[insn.uop_bgn:insn.uop_end]
+            reach = (insn.iter_out - 1) * max(insn.dst_factor_out, insn.src_factor_out) + (
+                insn.iter_in - 1) * max(insn.dst_factor_in, insn.src_factor_in)
+            if max(max(d, s) for d, s, _ in kernel) + reach < acc_n:
+                return insn
+
+    # Every element in use starts loaded with random bytes, so no product is trivially zero.
+    phases: list[tuple[int, list]] = [(LOAD, [load(MEM_INP, 0, 0, 1, inp_n, inp_n), load(MEM_WGT, 0, 0, 1, wgt_n, wgt_n)])]
+    module = COMPUTE
+    for k in range(int(rng.integers(4, 9))):
+        body: list = [load(MEM_ACC, 0, 0, 1, acc_n, acc_n)] if k == 0 else []
+        for _ in range(int(rng.integers(1, 4))):
+            if module == 0:
+                mem = MEM_INP if rng.random() < 0.5 else MEM_WGT
+                body.append(mem_load(mem, inp_n if mem == MEM_INP else wgt_n))
+            elif module == 2:
+                y, x = int(rng.integers(1, 3)), int(rng.integers(1, 5))
+                stride = x + int(rng.integers(-1, 3)) if y > 1 else x
+                top = _DATA // cfg.out_elem_bytes - ((y - 1) * stride + x)
+                body.append(store(int(rng.integers(0, acc_n - x * y)), int(rng.integers(0, top)), y, x, stride))
+            else:
+                kind = rng.choice(["gemm", "gemm", "reset", "alu", "acc", "acc8"])
+                if kind in ("gemm", "reset"):
+                    body += gemm_steps(kind == "reset")
+                elif kind == "alu":
+                    body.append(alu_step())
+                else:
+                    body.append(mem_load(MEM_ACC if kind == "acc" else MEM_ACC_8BIT, acc_n))
+        phases.append((module, body))
+        module = int(rng.choice([m for m in (0, 1, 2) if (module, m) in _HANDOFF]))
+    if phases[-1][0] == COMPUTE:
+        phases[-1][1].append(FinishInsn())
+    else:
+        phases.append((COMPUTE, [FinishInsn()]))
+    insns = []
+    for k, (mod, body) in enumerate(phases):
+        if k + 1 < len(phases):
+            push, pop = _HANDOFF[(mod, phases[k + 1][0])]
+            body[-1] = replace(body[-1], deps=replace(body[-1].deps, **{push: True}))
+            nxt = phases[k + 1][1]
+            nxt[0] = replace(nxt[0], deps=replace(nxt[0].deps, **{pop: True}))
+        insns += body
+    return insns, words
+
+
+@pytest.mark.parametrize("accel", [ACC, VARIANT], ids=["default", "variant"])
+def test_random_programs_match_the_plain_interpreter(run_keep, accel):
+    """The fast paths (decoded columns, cached plans, strided views, float32 products) give the
+    final DRAM and every SRAM element the plain interpreter gives, from records and from bytes."""
+    cfg, pattern = accel.config, accel.pattern
+    limits = (48, 40, 32)
+    rng = np.random.default_rng(23 + cfg.batch)
+    kinds = {"gemm": 0, "regemm": 0, "store": 0, "alu": 0}
+    for trial in range(30):
+        insns, words = _random_program(rng, cfg, limits)
+        dram = rng.integers(0, 256, size=_DATA + 4 * len(words), dtype=np.uint8)
+        dram[_DATA:] = np.array(words, dtype="<u4").view(np.uint8)
+        want_dram, want_inp, want_wgt, want_acc = _slow_run(insns, dram, cfg)
+        final, counters, m = run_keep(insns, dram, cfg, pattern)
+        assert np.array_equal(final, want_dram), trial
+        assert np.array_equal(m.inp, want_inp) and np.array_equal(m.wgt, want_wgt), trial
+        assert np.array_equal(m.acc.astype(np.int64), want_acc), trial
+        binary, counters_b = functional.run_binary(encode_program(insns, cfg), dram, cfg, pattern)
+        assert np.array_equal(binary, final) and counters_b.as_dict() == counters.as_dict()
+        gemms = [i for i in insns if isinstance(i, GemmInsn) and not i.reset]
+        assert counters.gemm_uops == sum(i.iter_out * i.iter_in * (i.uop_end - i.uop_bgn) for i in gemms)
+        kinds["gemm"] += len(gemms)
+        kinds["regemm"] += len(gemms) - len(set(gemms))
+        kinds["store"] += counters.store_bytes > 0
+        kinds["alu"] += counters.alu_uops > 0
+    assert kinds["gemm"] >= 30 and kinds["regemm"] >= 5 and kinds["store"] >= 10 and kinds["alu"] >= 5, kinds

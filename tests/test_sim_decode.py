@@ -21,7 +21,13 @@ from embedcsp.operator import gemm
 from embedcsp.pipeline import Options, solve_and_verify
 from embedcsp.reference import Epilogue
 from embedcsp.targets.vta.config import VtaConfig, validate_config
-from embedcsp.targets.vta.decode import decode_insn, decode_program, decode_uops
+from embedcsp.targets.vta.decode import (
+    COLUMNS,
+    decode_insn,
+    decode_program,
+    decode_table,
+    decode_uops,
+)
 from embedcsp.targets.vta.encoding import (
     ALU_MAX,
     ALU_SHR,
@@ -107,10 +113,13 @@ def test_decode_refuses_unknown_opcodes_and_ragged_programs():
 
 
 def test_the_model_shares_no_field_table_with_the_encoder():
-    """sim/ may use the instruction records, never the encoder's layouts or encode functions."""
+    """The model's reader and the model may use the instruction records, never the encoder's
+    layouts or encode functions."""
     allowed = {"AluInsn", "Deps", "FinishInsn", "GemmInsn", "Insn", "MemInsn", "OP_LOAD",
                "ALU_ADD", "ALU_MAX", "ALU_MIN", "ALU_NAMES", "ALU_SHR"}
-    for path in (ROOT / "embedcsp" / "sim").glob("*.py"):
+    model = [ROOT / "embedcsp" / "targets" / "vta" / f for f in ("decode.py", "functional.py")]
+    assert all(p.exists() for p in model)
+    for path in model:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "embedcsp.targets.vta.encoding":
                 names = {a.name for a in node.names}
@@ -150,3 +159,36 @@ def test_requant_verifies_on_variants_whose_depths_differ(isa):
     raw = encoding.encode_program(list(outcome.compiled.program.insns), acc.config)
     alus = [i for i in decode_program(raw, acc.config) if isinstance(i, AluInsn)]
     assert [(i.alu_opcode, i.imm) for i in alus[:3]] == [(ALU_SHR, 8), (encoding.ALU_MIN, 127), (ALU_MAX, -128)]
+
+
+@pytest.mark.parametrize("isa", ["vta.toml", "vta_b2_i8_o32.toml", "vta_acc_deep.toml"])
+def test_the_column_reader_agrees_with_the_instruction_reader(isa):
+    """decode_table (one numpy pass over a whole program) gives, instruction by instruction,
+    every field decode_insn gives, on random words of every opcode."""
+    cfg = load_accelerator(ROOT / "isa" / isa).config
+    rng = np.random.default_rng(len(isa))
+    words = rng.integers(0, 2**63, size=(600, 2), dtype=np.int64).astype(np.uint64) * np.uint64(2) + \
+        rng.integers(0, 2, size=(600, 2)).astype(np.uint64)  # all 64 bits random
+    words[:, 0] = (words[:, 0] & ~np.uint64(0b111)) | rng.integers(0, 5, size=600).astype(np.uint64)
+    raw = words.astype("<u8").tobytes()
+    table = decode_table(raw, cfg)
+    seen = set()
+    for k in range(len(words)):
+        insn = decode_insn(raw[16 * k:16 * k + 16], cfg)
+        want = {"opcode": int(words[k, 0] & np.uint64(7))}
+        want.update({f: int(getattr(insn.deps, f)) for f in ("pop_prev", "pop_next", "push_prev", "push_next")})
+        if not isinstance(insn, encoding.FinishInsn):
+            want.update({f: int(v) for f, v in vars(insn).items() if f not in ("deps", "opcode")})
+        got = {c: int(table[c][k]) for c in COLUMNS}
+        assert {c: got[c] for c in want} == want, (k, insn)
+        seen.add(type(insn).__name__)
+        if isinstance(insn, MemInsn):  # a kind's absent fields read as zero
+            assert got["reset"] == got["iter_out"] == got["imm"] == 0
+    assert seen == {"MemInsn", "GemmInsn", "FinishInsn", "AluInsn"}
+    assert any(int(v) < 0 for v in table["imm"])  # the signed immediate
+    bad = bytearray(raw)
+    bad[16 * 7] = (bad[16 * 7] & ~7) | 6
+    with pytest.raises(ValueError, match=r"opcode 6 is not a VTA instruction \(instruction 7\)"):
+        decode_table(bytes(bad), cfg)
+    with pytest.raises(ValueError, match="whole number"):
+        decode_table(raw[:-1], cfg)
