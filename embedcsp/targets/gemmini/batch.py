@@ -526,15 +526,18 @@ def _mvin_batch(m: _Machine, en: Entries, lo: int, hi: int) -> bool:
         else:
             y = raw.view(np.int8).astype(np.float32) * sc[:, None]
             values = np.clip(np.rint(y), cfg.elem_min, cfg.elem_max).astype(np.int8)
-        for b in range(-(-width // d)):
-            cw = min(d, width - b * d)
-            to = dest[b][sel]
-            m.sp[to, :cw] = values[:, b * d:b * d + cw]
-            m.sp_set[to, :cw] = True
-            if cw == d:  # a whole row written: all its columns are
-                m.sp_lead[to] = d
-            else:
-                m.lead_rows(to, distinct=True)
+        whole = width // d  # blocks that fill their scratchpad rows: stored as whole rows
+        if whole:
+            row = np.dtype((np.void, d))
+            to = np.stack([dest[b][sel] for b in range(whole)], axis=1).reshape(-1)
+            m.sp.view(row).reshape(-1)[to] = np.ascontiguousarray(values[:, :whole * d]).view(row).reshape(-1)
+            m.sp_set.view(row).reshape(-1)[to] = np.ones(d, bool).view(row)[0]
+            m.sp_lead[to] = d
+        if width % d:
+            to = dest[whole][sel]
+            m.sp[to, :width % d] = values[:, whole * d:]
+            m.sp_set[to, :width % d] = True
+            m.lead_rows(to, distinct=True)
         m.tally.load_bytes += int(at.size) * width * cfg.elem_bytes
     return True
 
