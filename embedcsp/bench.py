@@ -281,6 +281,9 @@ def summarize(rows: list[dict], wall_s: float | None = None, counts: dict[str, i
         "max_speedup_operator": best["name"] if best else None,
         "roofline_operators": len(ours),
         "geomean_roofline_efficiency": _geomean([r["roofline_efficiency"] for r in ours]),
+        "min_roofline_efficiency": min((r["roofline_efficiency"] for r in ours), default=None),
+        "max_roofline_efficiency": max((r["roofline_efficiency"] for r in ours), default=None),
+        "slower_than_reference": [r["name"] for r in sped if r["speedup"] < 1.0],
         "ref_roofline_operators": len(ref),
         "ref_geomean_roofline_efficiency": _geomean([r["ref_roofline_efficiency"] for r in ref]),
         "median_padding_efficiency": _median([r["padding_efficiency"] for r in ours]),
@@ -312,7 +315,8 @@ def summary_lines(s: dict, title: str = "DeepBench") -> list[str]:
         lines += [
             (f"speedup over the reference mapping: geomean {_f(s['geomean_speedup'], '.3f', 'x')} over "
              f"{s['speedup_operators']} operators; largest {_f(s['max_speedup'], '.3f', 'x')} "
-             f"({s['max_speedup_operator'] or 'n/a'})"),
+             f"({s['max_speedup_operator'] or 'n/a'}); slower than the reference: "
+             + (", ".join(s.get("slower_than_reference") or []) or "none")),
             (f"where the reference keeps < {s['low_utilization_threshold']:.0%} of its MACs useful: "
              f"{s['low_utilization_operators']} operators, geomean speedup "
              f"{_f(s['geomean_speedup_low_utilization'], '.3f', 'x')} over the "
@@ -320,7 +324,8 @@ def summary_lines(s: dict, title: str = "DeepBench") -> list[str]:
         ]
     lines += [
         (f"roofline efficiency: geomean {_f(s['geomean_roofline_efficiency'], '.3f')} ours "
-         f"({s['roofline_operators']} operators)"
+         f"({s['roofline_operators']} operators, min {_f(s.get('min_roofline_efficiency'), '.3f')}, "
+         f"max {_f(s.get('max_roofline_efficiency'), '.3f')})"
          + (f", {_f(s['ref_geomean_roofline_efficiency'], '.3f')} reference ({s['ref_roofline_operators']} "
             "operators)" if reference else "")),
         (f"solve time: median {_f(s['median_solve_s'], '.3f')} s, max {_f(s['max_solve_s'], '.3f')} s "
