@@ -203,6 +203,12 @@ def _ranges(axis: Axis, tile: int) -> tuple[list[_Range], np.ndarray]:
     return out, np.array(classes, np.int64)
 
 
+def _per_class(ranges: list[_Range], classes: np.ndarray, fn: Callable[[_Range], object]) -> list:
+    """fn of every tile, computed once per class (tiles of a class have the same lanes)."""
+    done: dict[int, object] = {}
+    return [done[c] if c in done else done.setdefault(c, fn(r)) for r, c in zip(ranges, classes.tolist())]
+
+
 def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.empty(2 * len(a), a.dtype)
     out[0::2], out[1::2] = a, b
@@ -281,9 +287,10 @@ class _Stream:
         red_merge = reds.lanes == d  # reduction chunks narrower than DIM never share a mvin
         (row_r, row_cls), (col_r, col_cls), (red_r, red_cls) = (
             _ranges(rows, t.rows), _ranges(cols, t.cols), _ranges(reds, t.reds))
-        a_groups = [_groups(r.valid, d, cfg.max_block_len, red_merge) for r in red_r]
-        b_groups = [_groups(r.valid, d, cfg.max_block_len, True) for r in col_r]
-        c_groups = [_groups(r.valid, d, 1 if full else cfg.max_cols_elem // d, True) for r in col_r]
+        a_groups = _per_class(red_r, red_cls, lambda r: _groups(r.valid, d, cfg.max_block_len, red_merge))
+        b_groups = _per_class(col_r, col_cls, lambda r: _groups(r.valid, d, cfg.max_block_len, True))
+        c_groups = _per_class(col_r, col_cls, lambda r: _groups(r.valid, d, 1 if full else cfg.max_cols_elem // d,
+                                                               True))
         sched = schedule(plan)
         I, J, L = sched.I, sched.J, sched.L
         nx = np.array([len(r.idx) for r in row_r], np.int64)[I]
@@ -386,20 +393,30 @@ class _Stream:
         """[4, steps]: `cost` (load, execute, store) of each step's commands and their count,
         from each tile class's commands once; `cost` must not read DRAM addresses, which
         differ between the steps of a class. The prologue's commands count in step 0."""
+        sc, n = self.sched, len(self.sizes)
+        rc, cc, lc = self.row_cls[sc.I], self.col_cls[sc.J], self.red_cls[sc.L]
+        # Per part kind: the steps that issue it, the columns of its class key (as in _parts).
+        kinds = (
+            ("a", sc.load_a, (rc, lc, sc.a_slot)),
+            ("b", sc.load_b, (lc, cc, sc.b_slot)),
+            ("x", np.ones(n, bool), (rc, cc, lc, sc.L == 0, sc.a_slot, sc.b_slot, sc.c_slot)),
+            ("c", sc.last, (rc, cc, sc.c_slot)),
+        )
         cache: dict = {}
-        totals: dict = {}
-        sums = []
-        for s in range(len(self.sizes)):
-            row = [0, 0, 0, 0]
-            for key, _ in self._parts(s):
-                cls = key[:-3] if key[0] == "x" else key[:-2]
-                if cls not in totals:
-                    f, r1, r2 = self._part(key, cache)
-                    totals[cls] = (*cost(f, r1.astype(np.uint64), r2), len(f))
-                row = [a + b for a, b in zip(row, totals[cls])]
-            sums.append(row)
-        out = np.array(sums, np.int64).reshape(-1, 4).T.copy()
-        if out.shape[1]:
+        out = np.zeros((4, n), np.int64)
+        for kind, issued, columns in kinds:
+            steps = np.flatnonzero(issued)
+            if not len(steps):
+                continue
+            keys = np.stack([np.asarray(c, np.int64)[steps] for c in columns], axis=1)
+            classes, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            totals = np.zeros((len(classes), 4), np.int64)
+            for k, at in enumerate(first.tolist()):
+                key = next(kk for kk, _ in self._parts(int(steps[at])) if kk[0] == kind)
+                f, r1, r2 = self._part(key, cache)
+                totals[k] = (*cost(f, r1.astype(np.uint64), r2), len(f))
+            out[:, steps] += totals[inverse.reshape(-1)].T
+        if n:
             out[3, 0] += len(self.prologue[0])
         return out
 
