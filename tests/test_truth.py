@@ -104,6 +104,25 @@ def test_long_reductions_are_cut_and_stay_exact(monkeypatch):
     np.testing.assert_array_equal(truth.accumulate(op, inputs), loops(op, inputs))
 
 
+def test_the_gemm_fast_path_stays_exact_where_float32_would_round():
+    """Same-signed operands make partial sums pass 2^24 (float32's last exact integer) within a
+    few hundred terms; the float32 slices of at most 1024 terms must still give the exact sum,
+    and past 2^31 its int32 wrap."""
+    rng = np.random.default_rng(8)
+    for m, n, k in ((6, 5, 3000), (2, 3, 140_000)):  # 140000 x 128 x 128 > 2^31
+        a = rng.integers(-128, -90, size=(m, k)).astype(np.int8) | np.int8(1)  # odd: no spare low bits
+        b = rng.integers(-128, -90, size=(k, n)).astype(np.int8) | np.int8(1)
+        a[0], b[:, 0] = -128, -128
+        exact = a.astype(np.int64) @ b.astype(np.int64)
+        assert exact.min() > 2**24 and exact[0, 0] == k * 128 * 128
+        wrapped = ((exact + 2**31) % 2**32 - 2**31).astype(np.int32)
+        np.testing.assert_array_equal(accumulate(gemm(m, n, k), {"A": a, "B": b}), wrapped)
+        # the slicing is what keeps it exact: one float32 product over all of K rounds
+        whole = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
+        assert (whole != exact).any()
+    assert exact[0, 0] > 2**31 and wrapped[0, 0] < 0
+
+
 def test_a_bundle_never_records_an_operator_its_reader_would_rebuild_differently(tmp_path):
     from embedcsp import BadInput, write_bundle
     from embedcsp.pipeline import compile_operator

@@ -668,11 +668,16 @@ def _run(rows: list[Row], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern,
 def _schedule(rows: list[Row], m: Machine, progress: Progress) -> tuple[np.ndarray, Counters]:
     """Each module in program order until it blocks on a token, round robin, to FINISH."""
     program: list[list[tuple]] = [[], [], []]
+    queues_of: dict[tuple, tuple] = {}  # (module, flags) -> (queues popped, queues pushed)
     for pc, row in enumerate(rows):
         mod = _module(row)
-        what = _what(pc, row, mod)
-        # Flags a module lacks are refused before anything runs.
-        program[mod].append((pc, row, _flags(row, mod, "pop", what), _flags(row, mod, "push", what)))
+        key = (mod, row.pop_prev, row.pop_next, row.push_prev, row.push_next)
+        found = queues_of.get(key)
+        if found is None:
+            # Flags a module lacks are refused before anything runs.
+            what = _what(pc, row, mod)
+            found = queues_of[key] = (_flags(row, mod, "pop", what), _flags(row, mod, "push", what))
+        program[mod].append((pc, row, *found))
     queues = m.queues
     clock = [(0, 0, 0)] * 3
     counts = m.counters.insns
