@@ -140,3 +140,15 @@ def test_extreme_values_stay_exact():
     region = program.regions["c"]
     out = final[region.offset:region.offset + region.size].view("<i4")
     assert (out == 1100 * 16384).all()
+
+
+def test_modelled_cycles_are_the_built_programs():
+    """The family's modelled cycles of an embedding (no element maps built) are the cycles of
+    the program `build` returns for it, as the cycle model costs that program."""
+    from embedcsp.targets.gemmini import FAMILY
+
+    for acc, shape in ((ISA16, (45, 37, 150)), (ISA8, (70, 90, 100))):
+        c = compile_operator(gemm(*shape), acc, Options(time_limit=10))
+        assert FAMILY.modelled_cycles(c.embedding, c.options) == c.plan.estimated_cycles
+        assert FAMILY.cost(c).cycles == c.plan.estimated_cycles
+        assert set(c.program.element_maps) == {"a", "b", "c"}
