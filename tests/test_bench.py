@@ -402,3 +402,17 @@ def test_old_script_still_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     stem = "deepbench_subset-" + bench.subset_tag(["gemm-device-4"])  # named operators: a subset's files
     assert (tmp_path / f"{stem}.csv").is_file() and (tmp_path / f"{stem}.png").is_file()
+
+
+def test_the_committed_baseline_is_never_slower_and_never_above_the_roofline():
+    """bench/deepbench_all.csv is what later work is compared against: every row verified with
+    both strategies, ours never slower than the reference, no efficiency above its bound."""
+    import csv
+    from pathlib import Path
+
+    rows = list(csv.DictReader(open(Path(__file__).parent.parent / "bench" / "deepbench_all.csv")))
+    assert len(rows) == 206
+    assert all(r["verified"] == "True" and r["ref_verified"] == "True" for r in rows)
+    assert min(float(r["speedup"]) for r in rows) >= 1.0
+    assert max(float(r["roofline_efficiency"]) for r in rows) <= 1.0
+    assert max(float(r["ref_roofline_efficiency"]) for r in rows) <= 1.0
