@@ -929,3 +929,28 @@ def test_random_programs_match_the_plain_interpreter(run_keep, accel):
         kinds["store"] += counters.store_bytes > 0
         kinds["alu"] += counters.alu_uops > 0
     assert kinds["gemm"] >= 30 and kinds["regemm"] >= 5 and kinds["store"] >= 10 and kinds["alu"] >= 5, kinds
+
+
+def test_blas_threads_follow_the_faster_setting_and_keep_checking():
+    """The chooser measures both thread counts, uses the faster, and notices when load changes."""
+    calls = []
+    chooser = functional.BlasThreads(calls.append, 2)
+    speed = {1: 1.0, 2: 10.0}  # seconds per MAC: two threads ten times slower (a busy machine)
+
+    def run(n):
+        used = []
+        for _ in range(n):
+            t = chooser.pick()
+            used.append(t)
+            chooser.record(t, speed[t] * 1000, 1000)
+        return used
+
+    first = run(2000)
+    assert first[:2] == [1, 2]                       # each setting is measured once first
+    assert first[2:].count(2) == len(range(320, 2001, 320))  # then the 10x slower one every 32 x 10th
+    assert calls[:2] == [1, 2] and calls[-1] == 1     # the setter hears only changes
+    speed[2] = 0.1                                   # the machine went idle: two threads win
+    later = run(4000)
+    assert later[-1000:].count(2) > 950
+    assert functional.BlasThreads(None, 2).pick() is None  # no setter: nothing chosen
+    assert functional.BlasThreads(calls.append, 1).pick() is None  # one core: nothing to choose

@@ -28,6 +28,8 @@ Any other GEMM goes through the pattern's own einsum, one micro-op at a time.
 from __future__ import annotations
 
 import ctypes
+import os
+import time
 from collections import deque, namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -280,7 +282,7 @@ class Machine:
     gives them back as int8, and `write_sram` sets INP, WGT or ACC, for tests and tools.
     """
 
-    def __init__(self, cfg: VtaConfig, pattern: Pattern, dram: np.ndarray):
+    def __init__(self, cfg: VtaConfig, pattern: Pattern, dram: np.ndarray, blas: BlasThreads | None = None):
         _check_pattern(pattern)
         self.cfg, self.pattern = cfg, pattern
         self.dram = dram
@@ -294,6 +296,7 @@ class Machine:
         self.queues: dict[str, deque] = {q: deque() for q in ("l2g", "g2l", "g2s", "s2g")}
         self.counters = Counters()
         self._plans: dict[tuple, object] = {}
+        self._blas = blas if blas is not None else BlasThreads(None, 1)
 
     @property
     def inp(self) -> np.ndarray:
@@ -456,9 +459,11 @@ class Machine:
         np.copyto(w.reshape(n_j, bo, n_l, bi), blocks.transpose(0, 2, 1, 3))
         step = max(1, _F32_TERMS // bi) * bi
         total = None
+        threads, start = self._blas.pick(), time.perf_counter()
         for k0 in range(0, n_l * bi, step):
             part = (a[:, k0:k0 + step] @ w[:, k0:k0 + step].T).astype(np.int32)  # exact: |part| <= 2^24
             total = part if total is None else total + part  # int32 wraps like the accumulators
+        self._blas.record(threads, time.perf_counter() - start, a.shape[0] * w.shape[0] * a.shape[1])
         out = total.reshape(n_r, b, n_j, bo).transpose(0, 2, 1, 3)  # [r, j, b, o]
         if p.acc_view is not None:
             first, sr, sj = p.acc_view
@@ -529,21 +534,67 @@ def _openblas_local_threads():
     return None
 
 
+class BlasThreads:
+    """How many threads BLAS gives the model's products, chosen by measuring them as they run.
+
+    The products are tile-sized (a few million MACs). OpenBLAS splits anything above about
+    2.6e5 MACs over every core: on an idle machine that is faster, but on a busy one its
+    spinning workers made such products 5 to 20 times slower than one core (measured on 2
+    shared cores, and 150 times once the load rose further). So the run keeps the seconds per
+    MAC of each setting (a moving average), uses the faster, and now and then probes the other,
+    the more rarely the further behind it is, since the machine's load changes. Results are exact either way; only time depends on the choice.
+    Without OpenBLAS's per-thread setter (another BLAS) nothing is changed.
+    """
+
+    def __init__(self, setter, cores: int):
+        self._setter = setter
+        self._options = (1, cores) if setter is not None and cores > 1 else ()
+        self._cost = dict.fromkeys(self._options, 0.0)  # seconds per MAC, 0 = not measured yet
+        self._count = 0
+        self._current = None
+        self._exploring = False
+
+    def pick(self) -> int | None:
+        """The thread count for the next product (set for this thread), or None if not chosen."""
+        if not self._options:
+            return None
+        self._count += 1
+        untried = [n for n in self._options if not self._cost[n]]
+        best = min(self._options, key=lambda n: self._cost[n])
+        other = self._options[1] if best == self._options[0] else self._options[0]
+        if untried:
+            choice = untried[0]
+        else:
+            # Probe the other setting every 32 products per factor it is behind: on a busy
+            # machine two threads were 150x slower here, and each probe costs that much.
+            every = min(1 << 14, max(32, int(32 * self._cost[other] / self._cost[best])))
+            choice = other if self._count % every == 0 else best
+        self._exploring = choice != best
+        if choice != self._current:
+            self._setter(choice)
+            self._current = choice
+        return choice
+
+    def record(self, threads: int | None, seconds: float, macs: int) -> None:
+        if threads is None or macs == 0:
+            return
+        rate = seconds / macs
+        old = self._cost[threads]
+        # A probe of the other setting stands alone (the load may have changed since the last);
+        # the setting in use is averaged, so one slow product does not flip the choice.
+        self._cost[threads] = rate if not old or self._exploring else 0.8 * old + 0.2 * rate
+
+
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run this thread's BLAS calls on one core. The model's products are tile-sized (a few
-    million MACs); OpenBLAS splits anything above about 2.6e5 MACs over every core, and on a
-    busy machine its spinning workers then made them 5 to 20 times slower than one core
-    (measured on 2 shared cores). Where the setter is unavailable BLAS keeps its default."""
+def blas_threads() -> Iterator[BlasThreads]:
+    """A chooser for one run; this thread's BLAS setting is restored afterwards."""
     setter = _openblas_local_threads()
-    if setter is None:
-        yield
-        return
-    prior = setter(1)
+    prior = setter(1) if setter is not None else None
     try:
-        yield
+        yield BlasThreads(setter, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     finally:
-        setter(prior)
+        if setter is not None:
+            setter(prior)
 
 
 def _strided(base: np.ndarray, first: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -661,8 +712,8 @@ def _what(pc: int, row: Row, mod: int) -> str:
 
 def _run(rows: list[Row], dram: np.ndarray, cfg: VtaConfig, pattern: Pattern,
          progress: Progress) -> tuple[np.ndarray, Counters]:
-    with one_blas_thread():
-        return _schedule(rows, Machine(cfg, pattern, dram.copy()), progress)
+    with blas_threads() as blas:
+        return _schedule(rows, Machine(cfg, pattern, dram.copy(), blas), progress)
 
 
 def _schedule(rows: list[Row], m: Machine, progress: Progress) -> tuple[np.ndarray, Counters]:
