@@ -767,17 +767,7 @@ def _slow_run(insns, dram: np.ndarray, cfg):
                     else:  # ACC_8BIT
                         acc[e] = data.view(np.int8).reshape(b, bo)
         elif isinstance(insn, GemmInsn):
-            for y in range(insn.iter_out):
-                for x in range(insn.iter_in):
-                    for u in range(insn.uop_bgn, insn.uop_end):
-                        d, s, w = uops[u]
-                        a = d + y * insn.dst_factor_out + x * insn.dst_factor_in
-                        i = s + y * insn.src_factor_out + x * insn.src_factor_in
-                        ww = w + y * insn.wgt_factor_out + x * insn.wgt_factor_in
-                        for bb in range(b):
-                            for o in range(bo):
-                                dot = sum(int(inp[i, bb, k]) * int(wgt[ww, o, k]) for k in range(bi))
-                                acc[a, bb, o] = 0 if insn.reset else wrap32(int(acc[a, bb, o]) + dot)
+            gemm_model(acc, inp, wgt, insn, uops)  # docs/vta.md section 4 as written
         else:  # ALU
             for y in range(insn.iter_out):
                 for x in range(insn.iter_in):
