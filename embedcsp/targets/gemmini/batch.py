@@ -336,21 +336,11 @@ def _ex_grouped(m: _Machine, mode: int, flip, chain, max_products: int, A, X, BD
         last = np.r_[np.flatnonzero(flip)[1:] - 1, n - 1][chain - 1]
         dest = np.where(keep[last], last, -1)
     # C blocks by start row: one shape per row, no overlaps (as _write_blocks).
-    w = np.flatnonzero(keep)
-    order = w[np.argsort(c_row[w], kind="stable")]
-    rs, hr, hc = c_row[order], c_r[order], c_c[order]
-    head = np.r_[True, rs[1:] != rs[:-1]]
-    starts = np.flatnonzero(head)
-    ends = np.r_[starts[1:], len(rs)] - 1
-    group = np.cumsum(head) - 1
-    if (hr != hr[starts][group]).any() or (hc != hc[starts][group]).any():
+    blocks = _block_groups(np.flatnonzero(keep), c_row, c_r, c_c, accumulate)
+    if blocks is None:
         return None
-    if (rs[starts][:-1] + hr[starts][:-1] > rs[starts][1:]).any():
-        return None
-    fs = accumulate[order]
+    order, rs, hr, hc, starts, ends, group, fs, last_over, has_over = blocks
     pos = np.arange(len(rs))
-    last_over = np.maximum.accumulate(np.where(fs, -1, pos))[ends]
-    has_over = last_over >= starts
     active = pos >= np.where(has_over, last_over, starts)[group]
     r = np.arange(d)
     g_rows = rs[starts][:, None] + r[None, :]
@@ -439,12 +429,11 @@ def _write_acc(m: _Machine, out: np.ndarray, c_g, c_row, c_r, c_c, accumulate) -
     return True
 
 
-def _write_blocks(m: _Machine, out, c_row, c_r, c_c, accumulate) -> bool | None:
-    """The common case of `_write_acc` at block granularity: every C block that starts on one
-    accumulator row has the same shape, and blocks starting on different rows do not overlap.
-    Then each block is combined with the blocks on the same row alone. None: not this case."""
-    d = m.cfg.DIM
-    order = np.argsort(c_row, kind="stable")
+def _block_groups(writes, c_row, c_r, c_c, accumulate):
+    """The C-block writes `writes` grouped by start row (stable): (order, rows, heights, widths,
+    group starts, group ends, group of each, accumulate flags, each group's last overwrite,
+    whether it has one); None unless every block of a row has one shape and rows do not overlap."""
+    order = writes[np.argsort(c_row[writes], kind="stable")]
     rs, hr, hc = c_row[order], c_r[order], c_c[order]
     head = np.r_[True, rs[1:] != rs[:-1]]
     starts = np.flatnonzero(head)
@@ -455,9 +444,19 @@ def _write_blocks(m: _Machine, out, c_row, c_r, c_c, accumulate) -> bool | None:
     if (rs[starts][:-1] + hr[starts][:-1] > rs[starts][1:]).any():
         return None
     fs = accumulate[order]
-    pos = np.arange(len(rs))
-    last_over = np.maximum.accumulate(np.where(fs, -1, pos))[ends]
-    has_over = last_over >= starts
+    last_over = np.maximum.accumulate(np.where(fs, -1, np.arange(len(rs))))[ends]
+    return order, rs, hr, hc, starts, ends, group, fs, last_over, last_over >= starts
+
+
+def _write_blocks(m: _Machine, out, c_row, c_r, c_c, accumulate) -> bool | None:
+    """The common case of `_write_acc` at block granularity: every C block that starts on one
+    accumulator row has the same shape, and blocks starting on different rows do not overlap.
+    Then each block is combined with the blocks on the same row alone. None: not this case."""
+    d = m.cfg.DIM
+    blocks = _block_groups(np.arange(len(c_row)), c_row, c_r, c_c, accumulate)
+    if blocks is None:
+        return None
+    order, rs, hr, hc, starts, ends, group, fs, last_over, has_over = blocks
     csum = np.concatenate([np.zeros((1, d, d), np.int64), np.cumsum(out[order], axis=0)])
     from_reset = csum[ends + 1] - csum[np.where(has_over, last_over, starts)]
     r = np.arange(d)
