@@ -20,6 +20,7 @@ from __future__ import annotations
 from embedcsp.reference import Epilogue
 from embedcsp.targets.vta.codegen import UopOverflow, code_form, work_insns
 from embedcsp.targets.vta.config import MEM_UOP
+from embedcsp.targets.vta.encoding import OP_LOAD, MemInsn
 from embedcsp.targets.vta.plan import Plan
 from embedcsp.targets.vta.steps import Kernels, plan_steps
 from embedcsp.targets.vta.timing import Board, cost
@@ -59,11 +60,10 @@ def plan_cycles(plan: Plan, epilogue: Epilogue, b: Board) -> int:
         return costs
 
     issue = b.issue
-    free_l = free_c = free_s = 0
+    free_l = free_s = 0
     g2l: list[int] = []  # push times of each queue, popped in order
     s2g: list[int] = []
     g2l_popped = s2g_popped = 0
-    compute_end = [0] * len(steps)
     events = [s for s, st in enumerate(steps) if st.frees]
     per_step = [group_costs(st) for st in steps]  # first, so the kernels are all known
     # The program's first instruction loads every micro-op into the UOP buffer (compute module).
@@ -88,7 +88,7 @@ def plan_cycles(plan: Plan, epilogue: Epilogue, b: Board) -> int:
         if st.first and st.acc_tile >= t.acc_slots:
             start = max(start, s2g[s2g_popped])
             s2g_popped += 1
-        free_c = compute_end[s] = start + work
+        free_c = start + work
         if st.frees:
             g2l.append(free_c)
         if st.last:
@@ -104,6 +104,4 @@ def plan_cycles(plan: Plan, epilogue: Epilogue, b: Board) -> int:
 
 def cost_uop_load(n_uops: int, cfg, b: Board) -> int:
     """The program's first instruction: LOAD of every micro-op word into the UOP buffer."""
-    from embedcsp.targets.vta.encoding import OP_LOAD, MemInsn
-
     return cost(MemInsn(OP_LOAD, MEM_UOP, 0, 0, 1, n_uops, n_uops), cfg, b)
