@@ -425,8 +425,7 @@ class _Stream:
         address relative to the tile's first byte, destination descriptor)."""
         d, tr = self.plan.config.DIM, self.plan.tiling.rows
         g0, gcols = groups
-        x = np.repeat(np.arange(len(R.idx)), len(g0))
-        g = np.tile(np.arange(len(g0)), len(R.idx))
+        x, g = _pairs(len(R.idx), len(g0))
         rel = R.rel[x] * self.pitches[0] + L.rel[g0[g]]
         local = a0 + (g0[g] * tr + x) * d
         return (np.full(len(x), FUNCT_MVIN, np.uint8), rel,
@@ -436,8 +435,7 @@ class _Stream:
         """mvin2 per reduction chunk of the B tile and run of column chunks."""
         d, tl = self.plan.config.DIM, self.plan.tiling.reds
         h0, hcols = groups
-        lidx = np.repeat(np.arange(len(L.idx)), len(h0))
-        h = np.tile(np.arange(len(h0)), len(L.idx))
+        lidx, h = _pairs(len(L.idx), len(h0))
         rel = L.rel[lidx] * self.pitches[1] + C.rel[h0[h]]
         local = b0 + (h0[h] * tl + lidx) * d
         return (np.full(len(lidx), FUNCT_MVIN2, np.uint8), rel,
@@ -447,8 +445,7 @@ class _Stream:
         """mvout per chunk row of the C tile and run of column chunks (blocks DIM rows apart)."""
         d, tc = self.plan.config.DIM, self.plan.tiling.cols
         q0, qcols = groups
-        x = np.repeat(np.arange(len(R.idx)), len(q0))
-        q = np.tile(np.arange(len(q0)), len(R.idx))
+        x, q = _pairs(len(R.idx), len(q0))
         rel = R.rel[x] * self.pitches[2] + C.rel[q0[q]] * self.plan.out_bytes
         local = (c0 + (x * tc + q0[q]) * d) | self.acc_c
         return (np.full(len(x), FUNCT_MVOUT, np.uint8), rel,
@@ -617,3 +614,8 @@ def layout_arrays(program: Program, shapes: dict[str, tuple[int, ...]]) -> dict[
     tensor = program.tensors[program.output]
     out[f"{tensor}_dram"] = output_dram(program, shapes[tensor])
     return out
+
+
+def _pairs(rows: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row, run) pair, rows outer: one move per chunk row and run of chunks."""
+    return np.repeat(np.arange(rows), runs), np.tile(np.arange(runs), rows)
