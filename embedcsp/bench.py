@@ -165,9 +165,11 @@ def needs_hand_padding(emb: Embedding) -> bool:
 def _ours(o: Outcome) -> dict:
     c, v = o.compiled, o.verification
     lanes = "; ".join(f"{g.role}<-{'x'.join(g.dims) or '-'}" for g in c.embedding.groups)
+    if c.placement:
+        lanes = f"{c.placement.name}: {lanes}"
     return {
         "status": c.report.status, "objective": c.report.objective, "bound": c.report.bound,
-        "solve_s": round(c.report.seconds, 4), "padding_efficiency": round(c.embedding.efficiency, 6),
+        "solve_s": round(c.report.seconds, 4), "padding_efficiency": round(c.efficiency, 6),
         "embedding": lanes, **family(c.accelerator.family).report.bench_columns(c, v),
         "host_packed_bytes": sum(t.packed_bytes for t in o.transforms),
         "duplication": round(max(t.duplication for t in o.transforms), 4),
@@ -180,7 +182,7 @@ def _ours(o: Outcome) -> dict:
 def _reference(o: Outcome) -> dict:
     c, v = o.compiled, o.verification
     return {
-        "ref_padding_efficiency": round(c.embedding.efficiency, 6), "ref_cycles": o.timing.cycles,
+        "ref_padding_efficiency": round(c.efficiency, 6), "ref_cycles": o.timing.cycles,
         "ref_roofline_efficiency": round(o.roofline.efficiency(o.timing.cycles), 4),
         "ref_verified": v.ok, "ref_padded": needs_hand_padding(c.embedding), "ref_error": v.first_mismatch or "",
     }

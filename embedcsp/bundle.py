@@ -91,7 +91,7 @@ def manifest(compiled: Compiled, verification: Verification | None, seed: int,
         # Fields of our own, for people reading the bundle.
         "accelerator": compiled.accelerator.name,
         "input_seed": seed,
-        "embedding": compiled.embedding.summary(),
+        "embedding": compiled.embedding_summary(),
         "solver": compiled.report.as_dict(),
         "host_transform": [t.as_dict() for t in transforms],
     }

@@ -82,12 +82,17 @@ def _batched(op: Operator) -> set[str]:
 
 
 def _output_separable(op: Operator) -> set[str]:
-    """Dims that index the output alone (coefficient 1), so lanes on them stay distinct."""
+    """Dims whose lanes stay on distinct output elements: each output index that uses the dim
+    is it with coefficient +-1 plus, at most, terms in multiples of its extent (the low digit
+    of a mixed radix, as a banded placement's B*q_tile + q_out). Such a term's own dim has a
+    coefficient other than +-1 (or the dim has extent 1), so it is never on those lanes too."""
+    ext = op.extents
     out = set()
-    for index in op.output.access:
-        terms = [(d, c) for d, c in index.terms if c != 0]
-        if len(terms) == 1 and abs(terms[0][1]) == 1:
-            out.add(terms[0][0])
+    for d in ext:
+        uses = [dict((e, c) for e, c in ix.terms if c) for ix in op.output.access if d in ix.dims]
+        if uses and all(abs(t[d]) == 1 and all(c % ext[d] == 0 for e, c in t.items() if e != d)
+                        for t in uses):
+            out.add(d)
     return out
 
 

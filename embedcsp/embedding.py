@@ -256,11 +256,16 @@ def check_scalar(emb: Embedding, instances: np.ndarray | None = None) -> None:
             assert np.all((key == ref).all(-1) | ~both), (
                 f"nodes sharing {operand.name} map to different {tensor.name} elements")
     out = op.tensor(bound[pattern.output.name])
-    flat = np.ravel_multi_index(
-        tuple(np.where(valid, ix.evaluate(coords), 0) for ix in out.access), out.shape)
+    # A point whose output index falls outside the output writes nowhere (a placement's
+    # padding, placements/banded.py); it holds no output element.
+    index = [np.broadcast_to(ix.evaluate(coords), shape) for ix in out.access]
+    writes = valid
+    for ix, extent in zip(index, out.shape):
+        writes = writes & (ix >= 0) & (ix < extent)
+    flat = np.ravel_multi_index(tuple(np.where(writes, ix, 0) for ix in index), out.shape)
     # One node per output lane: the first lane of every reduction group.
     first = tuple(slice(None) if g.role != "red" else slice(0, 1) for g in groups)
-    per_instance = np.where(valid[(slice(None), *first)], flat[(slice(None), *first)], -1).reshape(len(grid), -1)
+    per_instance = np.where(writes[(slice(None), *first)], flat[(slice(None), *first)], -1).reshape(len(grid), -1)
     for row in per_instance:
         real = row[row >= 0]
         assert len(np.unique(real)) == len(real), "two accumulator lanes hold one output element"

@@ -137,9 +137,9 @@ def solve_shape(job: ShapeJob) -> dict:
         emb, v = compiled.embedding, ran.verification
         transforms = host_transforms(compiled)
         res.update(
-            compiled=True, form=emb.form, binding=dict(emb.binding), embedding=emb.describe(),
+            compiled=True, form=compiled.form, binding=dict(emb.binding), embedding=emb.describe(),
             solver_status=compiled.report.status, solve_s=round(compiled.report.seconds, 3),
-            padding_efficiency=round(emb.efficiency, 6), useful_macs=op.macs, issued_macs=emb.padded_macs,
+            padding_efficiency=round(compiled.efficiency, 6), useful_macs=op.macs, issued_macs=emb.padded_macs,
             duplication=round(max(t.duplication for t in transforms), 4),
             host_packed_bytes=sum(t.packed_bytes for t in transforms),
             cycles=timing.cycles, roofline_cycles=roof.cycles,
@@ -161,7 +161,7 @@ def solve_shape(job: ShapeJob) -> dict:
             if ref_op != op:
                 res["ref_operator"] = ref_op.describe()
             res.update(ref_cycles=o.timing.cycles, ref_verified=o.verification.ok,
-                       ref_padding_efficiency=round(o.compiled.embedding.efficiency, 6),
+                       ref_padding_efficiency=round(o.compiled.efficiency, 6),
                        ref_roofline_efficiency=round(o.roofline.efficiency(o.timing.cycles), 4))
         except EmbedcspError as exc:
             res["ref_error"] = str(exc)

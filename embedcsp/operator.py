@@ -47,7 +47,7 @@ class AffineIndex:
         return value
 
     def __str__(self) -> str:
-        parts = [d if c == 1 else f"{c}*{d}" for d, c in self.terms if c != 0]
+        parts = [d if c == 1 else f"-{d}" if c == -1 else f"{c}*{d}" for d, c in self.terms if c != 0]
         if self.const or not parts:
             parts.append(str(self.const))
         return "+".join(parts).replace("+-", "-")

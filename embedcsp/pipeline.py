@@ -21,9 +21,10 @@ import numpy as np
 from embedcsp.accelerator import Accelerator
 from embedcsp.csp import Pins, SolveReport, solve_alternatives, solve_embedding
 from embedcsp.embedding import Embedding, check_scalar, sample_instances
-from embedcsp.errors import BadInput, NoEmbedding
+from embedcsp.errors import BadInput, NoEmbedding, SolverTimeout
 from embedcsp.layout import HostTransform, host_transform
 from embedcsp.operator import MAX_DRAM_BYTES, Operator
+from embedcsp.placements import Placement, placements
 from embedcsp.progress import SILENT, Progress
 from embedcsp.reference import Epilogue, random_inputs
 from embedcsp.targets.registry import family
@@ -43,6 +44,7 @@ class Options:
     # many others within (1 + padding_slack) x its padded MACs, and the family's reference.
     alternatives: int = 4
     padding_slack: float = 0.02
+    placements: bool = True  # also cost the placements beyond whole dims (embedcsp/placements/)
 
 
 MAX_SEED = 2**31 - 1  # CP-SAT's random_seed is a signed 32-bit field
@@ -66,7 +68,9 @@ def check_time_limit(seconds: float) -> float:
 class Candidate:
     """One embedding the cycle model costed for strategy csp (docs/choice.md)."""
 
-    source: str  # "solver" (the CSP's best), "alternative" (enumerated) or "reference"
+    # "solver" (the CSP's best), "alternative" (enumerated), "reference", or the name of a
+    # placement beyond whole dims (embedcsp/placements/: "banded")
+    source: str
     embedding: str  # Embedding.brief()
     padded_macs: int
     cycles: int | None  # the family's modelled cycles of its best plan; None: it has no program
@@ -88,6 +92,26 @@ class Compiled:
     program: Any
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
     candidates: tuple[Candidate, ...] = ()  # what the cycle model chose among (strategy csp)
+    # The placement whose statement `embedding` embeds (its operator is then that statement, over
+    # this operator's tensors); None when the embedding is of `operator` itself.
+    placement: Placement | None = None
+
+    @property
+    def efficiency(self) -> float:
+        """The operator's useful MACs / the MACs the program issues. A placement's statement has
+        more points than the operator (those that read a zero or write nowhere): they count as
+        padding here, not in `embedding.efficiency`, which is of the statement it embeds."""
+        return self.operator.macs / self.embedding.padded_macs
+
+    @property
+    def form(self) -> str:
+        """The placement's name where there is one, else the family's layout form ('matrix', 'direct')."""
+        return self.placement.name if self.placement else self.embedding.form
+
+    def embedding_summary(self) -> dict:
+        """The embedding as manifests and --json give it, with the operator's padding efficiency."""
+        return {**self.embedding.summary(), "padding_efficiency": self.efficiency,
+                **({"placement": self.placement.as_dict()} if self.placement else {})}
 
 
 def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(),
@@ -112,38 +136,47 @@ def compile_operator(op: Operator, acc: Accelerator, options: Options = Options(
     if options.strategy == "reference":
         embedding, report = _solve(op, acc, options, fam.reference_pins(op))
         candidates: tuple[Candidate, ...] = ()
+        placement = None
     else:
-        embedding, report, candidates = _choose(op, acc, options, progress)
+        embedding, report, candidates, placement = _choose(op, acc, options, progress)
     t1 = time.perf_counter()
     progress.stage("planning and generating code")
     plan, program = fam.build(embedding, options)
     t2 = time.perf_counter()
     seconds.update(solve=t1 - t0, plan_and_codegen=t2 - t1)
-    return Compiled(op, acc, options, embedding, report, plan, program, seconds, candidates)
+    return Compiled(op, acc, options, embedding, report, plan, program, seconds, candidates, placement)
 
 
 def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
-            ) -> tuple[Embedding, SolveReport, tuple[Candidate, ...]]:
-    """Strategy csp: the solver's best embedding, its near-optimal alternatives and the family's
+            ) -> tuple[Embedding, SolveReport, tuple[Candidate, ...], Placement | None]:
+    """Strategy csp: the solver's best embedding, its near-optimal alternatives, the best
+    embedding of each placement beyond whole dims (embedcsp/placements/) and the family's
     reference, each costed by the family's cycle model; the fewest modelled cycles wins (ties:
     that order). Since the reference is one of them, ours is never slower than it."""
     fam = family(acc.family)
     best, report = _solve(op, acc, options, Pins())
-    pool = [("solver", best)]
+    pool: list[tuple[str, Embedding, Placement | None]] = [("solver", best, None)]
+    budget = options.time_limit / max(1, options.alternatives)
     if options.alternatives > 0:
-        budget = options.time_limit / options.alternatives
         for emb, _ in solve_alternatives(op, acc, best, report, options.alternatives, options.padding_slack,
                                          budget, options.seed):
             check_scalar(emb, sample_instances(emb, options.seed))
-            pool.append(("alternative", emb))
+            pool.append(("alternative", emb, None))
+    if options.placements:
+        for placement in placements(op, acc):
+            try:
+                emb, _ = _solve(placement.operator, acc, replace(options, time_limit=budget), Pins())
+            except (NoEmbedding, SolverTimeout):
+                continue
+            pool.append((placement.name, emb, placement))
     if fam.reference is not None:
         try:
-            pool.append(("reference", _solve(op, acc, options, fam.reference_pins(op))[0]))
+            pool.append(("reference", _solve(op, acc, options, fam.reference_pins(op))[0], None))
         except NoEmbedding:
             pass  # the family has no fixed mapping for this operator
     progress.stage(f"costing {len(pool)} embeddings in the cycle model")
     costed = []
-    for source, emb in pool:
+    for source, emb, _ in pool:
         try:
             cycles, note = modelled_cycles(emb, options), ""
         except NoEmbedding as exc:
@@ -154,10 +187,11 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
         # Every candidate's layout overflows some buffer (a direct form on a variant with a tiny
         # INP buffer): the packed matrix form is the last resort.
         emb, rep = _solve(op, acc, options, Pins(form="matrix"))
-        return emb, rep, tuple(costed)
+        return emb, rep, tuple(costed), None
     # Ties go to the reference (the same speed, and a program the bench then verifies once).
     chosen = min(usable, key=lambda i: (costed[i].cycles, costed[i].source != "reference", i))
-    return pool[chosen][1], report, tuple(costed)
+    _, emb, placement = pool[chosen]
+    return emb, report, tuple(costed), placement
 
 
 def modelled_cycles(embedding: Embedding, options: Options) -> int:

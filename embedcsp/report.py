@@ -37,9 +37,9 @@ def outcome_dict(o: Outcome) -> dict:
         "accelerator": c.accelerator.name,
         "solver": c.report.as_dict(),
         "candidates": [cand.as_dict() for cand in c.candidates],
-        "embedding": c.embedding.summary(),
+        "embedding": c.embedding_summary(),
         "embedding_text": c.embedding.describe(),
-        "padding_efficiency": c.embedding.efficiency,
+        "padding_efficiency": c.efficiency,
         "useful_macs": c.operator.macs,
         "issued_macs": c.embedding.padded_macs,
         **family(c.accelerator.family).report.program_fields(c, o.verification),
@@ -59,7 +59,7 @@ def choice_lines(c: Compiled) -> list[str]:
         return []
     chosen = c.embedding.brief()
     lines = [f"chosen     by the cycle model among {len(c.candidates)} embeddings (solver's best, "
-             "alternatives within the padding slack, reference)"]
+             "alternatives within the padding slack, placements beyond whole dims, reference)"]
     for cand in c.candidates:
         mark = "*" if cand.embedding == chosen else " "
         cost = f"{cand.cycles} cycles" if cand.cycles is not None else f"no program ({cand.note})"
@@ -88,9 +88,11 @@ def outcome_text(o: Outcome) -> list[str]:
         f"strategy   {strategy}",
         f"solver     {r.status} in {r.seconds:.3f} s: issued MACs {r.objective}, bound {r.bound}",
         *choice_lines(c),
+        *([f"placement  {c.placement.note}", f"  statement {c.placement.operator.statement()}"]
+          if c.placement else []),
         "embedding",
         *(f"  {line}" for line in c.embedding.describe()),
-        f"padding    efficiency {c.embedding.efficiency:.4f} "
+        f"padding    efficiency {c.efficiency:.4f} "
         f"(useful {c.operator.macs} / issued {c.embedding.padded_macs} MACs)",
         *fam.report.program_lines(c, v, o.timing),
         "host       " + "; ".join(

@@ -90,10 +90,11 @@ def test_a_batched_matmul_runs_on_the_grouped_tile_on_vta_and_on_gemmini():
 
 def test_a_depthwise_conv_on_vta_puts_the_taps_on_block_in():
     """The issue's non-obvious placement: filter taps on BLOCK_IN, output pixels on BLOCK_OUT,
-    the data's windows in the WGT buffer (duplicated on the host), channels a batch loop."""
+    the data's windows in the WGT buffer (duplicated on the host), channels a batch loop: the best
+    whole-dim placement (the banded one, tests/test_placements.py, is left out here)."""
     op = einsum("out[n,g,p,q] += data[n,g,p+r-1,q+s-1] * w[g,r,s]", dict(n=1, g=8, p=14, q=14, r=3, s=3),
                 {"data": (1, 8, 14, 14)})
-    o = solve_and_verify(op, load_accelerator(), Options(time_limit=5), seed=1)
+    o = solve_and_verify(op, load_accelerator(), Options(time_limit=5, placements=False), seed=1)
     emb = o.compiled.embedding
     assert o.verification.ok and dict(emb.binding)["wgt"] == "data"
     assert set(emb.group("red").dims) == {"r", "s"} and set(emb.group("col").dims) == {"p", "q"}

@@ -275,7 +275,12 @@ def test_mobilenet_like_network(tmp_path):
     assert s["host_by_type"] == {"Relu": 9, "Flatten": 1, "GlobalAveragePool": 1}
     rows = {r["name"]: r for r in result.rows}
     assert rows["stem"]["ref_cycles"] > 0 and rows["pw0"]["speedup"] is not None
-    assert rows["dw0"]["padding_efficiency"] >= 9 / 16  # taps on BLOCK_IN (docs/operators.md)
+    # The depthwise layers run in a placement beyond whole dims where the cycle model finds it
+    # faster than the taps on BLOCK_IN (docs/placements.md), never slower than the reference.
+    dw = [rows[f"dw{i}"] for i in range(4)]
+    assert all(r["cycles"] <= r["ref_cycles"] for r in dw)
+    assert {r["form"] for r in dw} <= {"banded", "block-diagonal", "matrix", "direct"}
+    assert any(r["form"] in ("banded", "block-diagonal") for r in dw)
     assert (tmp_path / "out" / "network.md").exists()
 
 

@@ -79,6 +79,9 @@ class ConvShape:
     sw: int
     top: int
     left: int
+    # Groups per block of a block-diagonal placement (embedcsp/placements/block_diagonal.py):
+    # G counts blocks, C and K a block's channels, its filter zero off the diagonal.
+    diag: int = 1
 
     @property
     def bottom(self) -> int:
@@ -113,22 +116,31 @@ def conv_shape(op: Operator) -> ConvShape | str:
         return f"{op.kind} has no filter window"
     ext = op.extents
     grouped = "g" in ext
+    diag = "g_out" in ext  # the block-diagonal statement of a grouped conv
     lead = ("n", "g") if grouped else ("n",)
-    if set(ext) != {*lead, "k", "p", "q", "c", "r", "s"} or {t.name for t in op.tensors} != {"data", "weight", "out"}:
+    outer, inner = ((*lead, "g_out"), (*lead, "g_in")) if diag else (lead, lead)
+    if set(ext) != {*outer, *inner, "k", "p", "q", "c", "r", "s"} or {t.name for t in op.tensors} != {"data", "weight", "out"}:
         return "it is not a conv2d statement over data, weight and out"
     data, weight, out = op.tensor("data"), op.tensor("weight"), op.output
-    rows = _window(data.access[-2], "p", "r") if len(data.access) == len(lead) + 3 else None
+    rows = _window(data.access[-2], "p", "r") if len(data.access) == len(inner) + 3 else None
     cols = _window(data.access[-1], "q", "s") if rows else None
-    if not (rows and cols and _plain(data.access[:-2], (*lead, "c"))
-            and _plain(weight.access, (*lead[1:], "k", "c", "r", "s"))
-            and _plain(out.access, (*lead, "k", "p", "q"))):
+    taps = weight.access
+    if diag:  # the extent-1 axis that reads zero off the diagonal blocks
+        off = {d: c for d, c in taps[-1].terms if c} if taps else {}
+        if off != {"g_in": 1, "g_out": -1} or taps[-1].const or weight.shape[-1] != 1:
+            return "its weight tensor is not a block-diagonal filter"
+        taps = taps[:-1]
+    if not (rows and cols and _plain(data.access[:-2], (*inner, "c"))
+            and _plain(taps, (*outer[1:], "k", "c", "r", "s"))
+            and _plain(out.access, (*outer, "k", "p", "q"))):
         return "its access maps are not those of a conv2d (a dilated or otherwise strided window)"
-    if data.shape[:-2] != tuple(ext[d] for d in (*lead, "c")):
+    if data.shape[:-2] != tuple(ext[d] for d in (*inner, "c")):
         return "its data tensor is not the conv's batch, groups and channels"
     (sh, top), (sw, left) = rows, cols
-    return ConvShape(N=ext["n"], G=ext.get("g", 1), C=ext["c"], K=ext["k"], H=data.shape[-2],
+    f = ext["g_out"] if diag else 1
+    return ConvShape(N=ext["n"], G=ext.get("g", 1), C=f * ext["c"], K=f * ext["k"], H=data.shape[-2],
                      W=data.shape[-1], R=ext["r"], S=ext["s"], P=ext["p"], Q=ext["q"],
-                     sh=sh, sw=sw, top=top, left=left)
+                     sh=sh, sw=sw, top=top, left=left, diag=f)
 
 
 def direct_unsupported(op: Operator) -> str | None:
@@ -185,7 +197,8 @@ class Window:
     def of(cls, emb: Embedding) -> Window:
         shape = conv_shape(emb.operator)
         red, col, row = emb.group("red"), emb.group("col"), emb.group("row")
-        assert emb.form == "direct" and red.dims == ("c",) and col.dims == ("k",) and row.dims in ((), ("n",))
+        assert emb.form == "direct" and red.dims in (("c",), ("g_in", "c")) and col.dims in (("k",), ("g_out", "k"))
+        assert row.dims in ((), ("n",))
         assert isinstance(shape, ConvShape) and (shape.G == 1 or emb.loops_of("bat")), "the group is a loop"
         n_lanes = row.dims == ("n",)
         hp, wp = host_padding(shape)
@@ -229,7 +242,10 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
     inp = np.where(ok & (c < C) & inside, (((n * G + i[0]) * C + c) * g.H + h) * g.W + w, -1)
     o = np.ogrid[:G, :g.KB, :g.CB, :g.R, :g.S, :BO, :BI]
     k, c = o[1] * BO + o[5], o[2] * BI + o[6]
-    wgt = np.where((k < K) & (c < C), (((o[0] * K + k) * C + c) * g.R + o[3]) * g.S + o[4], -1)
+    # A block-diagonal filter holds group (block, b)'s own filter where k and c fall in block b.
+    (bk, kg), (bc, cg) = np.divmod(k, K // shape.diag), np.divmod(c, C // shape.diag)
+    flat = ((((o[0] * shape.diag + bk) * (K // shape.diag) + kg) * (C // shape.diag) + cg) * g.R + o[3]) * g.S + o[4]
+    wgt = np.where((k < K) & (c < C) & (bk == bc), flat, -1)
     a = np.ogrid[:G, :g.images, :g.P, :g.Q, :g.KB, :B, :BO]
     n, ok = batch(a[1], a[5])
     k = a[4] * BO + a[6]
