@@ -90,6 +90,9 @@ RoundOpt = typer.Option(None, "--rounding", show_default=False,
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 StrategyOpt = typer.Option(Strategy.csp, "--strategy",
                            help="csp: the solver chooses; reference: VTA's fixed TVM layout (gemm only).")
+PlaceOpt = typer.Option(True, "--placements/--no-placements",
+                        help="Strategy csp: also cost the placements beyond whole dims (banded, block-diagonal; "
+                             "docs/placements.md).")
 BoardOpt = typer.Option(None, "--board", show_default=False,
                         help="Board of the cycle model. VTA: pynq (64-bit bus, 100 MHz, the default) or "
                              "ultra96; Gemmini: chipyard; tile: generic. `embedcsp isa show` lists them.")
@@ -123,7 +126,7 @@ def _epilogue(kind: Optional[EpilogueKind], shift: int, rounding: Optional[Round
 def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: float, seed: int,
            epilogue: Optional[EpilogueKind], shift: int, rounding: Optional[Rounding], as_json: bool,
            board_name: Optional[str],
-           strategy: Strategy) -> None:
+           strategy: Strategy, placements: bool = True) -> None:
     try:
         check_time_limit(time_limit)
         check_seed(seed)
@@ -135,7 +138,7 @@ def _solve(op_factory, isa: Optional[Path], out: Optional[Path], time_limit: flo
         op: Operator = op_factory()
         acc = load_accelerator(isa)
         options = Options(time_limit=time_limit, seed=seed, strategy=strategy.value, board=board_name,
-                          epilogue=_epilogue(epilogue, shift, rounding))
+                          epilogue=_epilogue(epilogue, shift, rounding), placements=placements)
         # Refuse an unknown board before any work.
         family(acc.family).check_board(board_name or family(acc.family).default_board)
         progress = _progress(as_json)
@@ -171,9 +174,10 @@ def solve_gemm(
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+    placements: bool = PlaceOpt,
 ) -> None:
     """C[M,N] = A[M,K] @ B[K,N], int8 x int8 summed in int32."""
-    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
+    _solve(lambda: gemm(m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy, placements)
 
 
 @solve_app.command("conv2d")
@@ -203,6 +207,7 @@ def solve_conv2d(
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+    placements: bool = PlaceOpt,
 ) -> None:
     """out[n,k,p,q] += data[n,c,p*sh+r*dh-top,q*sw+s*dw-left] * weight[k,c,r,s], zero padding; with
     --groups the tensors are the grouped views [N,G,C/G,H,W], [G,K/G,C/G,R,S], [N,G,K/G,P,Q]."""
@@ -215,7 +220,7 @@ def solve_conv2d(
         sh, sw = _pick("stride", stride, stride_h, stride_w, 1)
         dh, dw = _pick("dilation", dilation, dilation_h, dilation_w, 1)
         return conv2d_general(n, c, h, w, k, r, s, groups=groups, stride=(sh, sw), dilation=(dh, dw), pads=pads)
-    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy, placements)
 
 
 @solve_app.command("bmm")
@@ -228,10 +233,11 @@ def solve_bmm(
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+    placements: bool = PlaceOpt,
 ) -> None:
     """C[b,m,n] += A[b,m,k] * B[b,k,n]: B independent GEMMs."""
     _solve(lambda: bmm(b, m, n, k), isa, out, time_limit, seed, epilogue, shift, rounding, as_json,
-           board_name, strategy)
+           board_name, strategy, placements)
 
 
 def _pick(name: str, both: Optional[int], h: Optional[int], w: Optional[int], default: int) -> tuple[int, int]:
@@ -253,12 +259,13 @@ def solve_einsum(
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+    placements: bool = PlaceOpt,
 ) -> None:
     """Any affine operator from one statement: reads outside a tensor are zero (docs/operators.md)."""
     def make() -> Operator:
         return einsum(statement, parse_extents(dims, "--dims"), parse_shapes(shape))
 
-    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
+    _solve(make, isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy, placements)
 
 
 @solve_app.command("deepbench")
@@ -268,9 +275,10 @@ def solve_deepbench(
     seed: int = SeedOpt, epilogue: Optional[EpilogueKind] = EpiOpt, shift: int = ShiftOpt,
     rounding: Optional[Rounding] = RoundOpt, as_json: bool = JsonOpt,
     board_name: Optional[str] = BoardOpt, strategy: Strategy = StrategyOpt,
+    placements: bool = PlaceOpt,
 ) -> None:
     """Solve a DeepBench inference operator by name (see `embedcsp deepbench list`)."""
-    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy)
+    _solve(lambda: deepbench_operator(name), isa, out, time_limit, seed, epilogue, shift, rounding, as_json, board_name, strategy, placements)
 
 
 def deepbench_operator(name: str) -> Operator:

@@ -58,8 +58,11 @@ def choice_lines(c: Compiled) -> list[str]:
     if len(c.candidates) < 2:
         return []
     chosen = c.embedding.brief()
-    lines = [f"chosen     by the cycle model among {len(c.candidates)} embeddings (solver's best, "
-             "alternatives within the padding slack, placements beyond whole dims, reference)"]
+    sources: dict[str, int] = {}
+    for cand in c.candidates:
+        sources[cand.source] = sources.get(cand.source, 0) + 1
+    kinds = ", ".join(f"{n} {name}" for name, n in sources.items())
+    lines = [f"chosen     by the cycle model among {len(c.candidates)} embeddings ({kinds}; docs/choice.md)"]
     for cand in c.candidates:
         mark = "*" if cand.embedding == chosen else " "
         cost = f"{cand.cycles} cycles" if cand.cycles is not None else f"no program ({cand.note})"

@@ -179,3 +179,19 @@ def test_placements_can_be_left_out():
     out = solve_and_verify(op, VTA, Options(placements=False), seed=1)
     assert out.compiled.placement is None
     assert all(c.source != "banded" for c in out.compiled.candidates)
+
+
+def test_the_cli_states_the_placement_and_can_leave_placements_out():
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "embedcsp.cli", "solve", "conv2d", "--n", "1", "--c", "32", "--h", "28",
+            "--w", "28", "--k", "32", "--r", "3", "--s", "3", "--pad", "1", "--groups", "32", "--json"]
+    on = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+    off = json.loads(subprocess.run(args + ["--no-placements"], capture_output=True, text=True, check=True).stdout)
+    assert on["verification"]["ok"] and off["verification"]["ok"]
+    assert on["embedding"]["placement"]["name"] in ("banded", "block-diagonal")
+    assert "placement" not in off["embedding"]
+    assert {c["source"] for c in off["candidates"]} <= {"solver", "alternative", "reference"}
+    assert on["timing"]["cycles"] < off["timing"]["cycles"]
