@@ -162,6 +162,7 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
                                          budget, options.seed):
             check_scalar(emb, sample_instances(emb, options.seed))
             pool.append(("alternative", emb, None))
+    pool += [("alternative", emb, None) for emb in _other_forms(op, acc, options, budget, pool)]
     if options.placements:
         for placement in placements(op, acc):
             try:
@@ -169,6 +170,8 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
             except (NoEmbedding, SolverTimeout):
                 continue
             pool.append((placement.name, emb, placement))
+            pool += [(placement.name, other, placement)
+                     for other in _other_forms(placement.operator, acc, options, budget, [pool[-1]])]
     if fam.reference is not None:
         try:
             pool.append(("reference", _solve(op, acc, options, fam.reference_pins(op))[0], None))
@@ -192,6 +195,24 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
     chosen = min(usable, key=lambda i: (costed[i].cycles, costed[i].source != "reference", i))
     _, emb, placement = pool[chosen]
     return emb, report, tuple(costed), placement
+
+
+def _other_forms(op: Operator, acc: Accelerator, options: Options, budget: float,
+                 pool: list[tuple[str, Embedding, Placement | None]]) -> list[Embedding]:
+    """The best embedding of `op` in each layout form (the packed matrix and the family's own)
+    that no embedding of `op` in the pool has: the CSP ranks padding first, and a form that
+    pads a little more may move far fewer bytes (a banded statement in VTA's direct form)."""
+    have = {emb.form for _, emb, _ in pool if emb.operator == op}
+    forms = ["matrix"] + [f.name for f in family(acc.family).forms if f.unsupported(op) is None]
+    out = []
+    for form in forms:
+        if form in have:
+            continue
+        try:
+            out.append(_solve(op, acc, replace(options, time_limit=budget), Pins(form=form))[0])
+        except (NoEmbedding, SolverTimeout):
+            continue
+    return out
 
 
 def modelled_cycles(embedding: Embedding, options: Options) -> int:

@@ -62,6 +62,21 @@ MAX_UNROLL = 8  # output columns unrolled into one tap kernel, at most
 
 
 @dataclass(frozen=True)
+class Band:
+    """The banded placement's column tiles (embedcsp/placements/banded.py), as the direct form
+    sees them: each data element holds `span` consecutive input columns of one row (from column
+    stride*outputs*tile + offset), each output element `outputs` consecutive output columns."""
+
+    outputs: int  # B: output columns per tile (the BLOCK_OUT lanes used)
+    span: int  # L: input columns per tile (the BLOCK_IN lanes used)
+    stride: int
+    offset: int  # the column of lane 0 of tile 0 (minus the left padding)
+    width: int  # W and Q and S of the conv itself
+    out_width: int
+    taps: int
+
+
+@dataclass(frozen=True)
 class ConvShape:
     """A conv's geometry read from its access maps; C and K are per group (all of them when G = 1)."""
 
@@ -82,6 +97,9 @@ class ConvShape:
     # Groups per block of a block-diagonal placement (embedcsp/placements/block_diagonal.py):
     # G counts blocks, C and K a block's channels, its filter zero off the diagonal.
     diag: int = 1
+    # The banded placement of a depthwise conv: W, Q count column tiles, S = 1, C and K the lanes
+    # of a tile (the filter, one channel's, is the band).
+    band: Band | None = None
 
     @property
     def bottom(self) -> int:
@@ -115,6 +133,8 @@ def conv_shape(op: Operator) -> ConvShape | str:
     if op.kind not in ("conv2d", "einsum"):
         return f"{op.kind} has no filter window"
     ext = op.extents
+    if "q_tile" in ext:
+        return _banded_shape(op)
     grouped = "g" in ext
     diag = "g_out" in ext  # the block-diagonal statement of a grouped conv
     lead = ("n", "g") if grouped else ("n",)
@@ -141,6 +161,35 @@ def conv_shape(op: Operator) -> ConvShape | str:
     return ConvShape(N=ext["n"], G=ext.get("g", 1), C=f * ext["c"], K=f * ext["k"], H=data.shape[-2],
                      W=data.shape[-1], R=ext["r"], S=ext["s"], P=ext["p"], Q=ext["q"],
                      sh=sh, sw=sw, top=top, left=left, diag=f)
+
+
+def _banded_shape(op: Operator) -> ConvShape | str:
+    """The banded statement of a depthwise conv, banded along its columns:
+        out[n,g,k,p,B*q_tile+q_out] += data[n,g,c,sh*p+r-top,a*B*q_tile+q_in+offset] * weight[g,k,c,r,q_in-a*q_out]
+    with k = c = 1: a conv over column tiles with a 1-wide filter and the band as its channels."""
+    ext = op.extents
+    lead = ("n", "g") if "g" in ext else ("n",)
+    if set(ext) != {*lead, "k", "p", "q_tile", "q_out", "c", "r", "q_in"} or ext["c"] != 1 or ext["k"] != 1 \
+            or {t.name for t in op.tensors} != {"data", "weight", "out"}:
+        return "it is not the banded statement of a depthwise conv2d"
+    data, weight, out = op.tensor("data"), op.tensor("weight"), op.output
+    B, L = ext["q_out"], ext["q_in"]
+    cols = {d: c for d, c in data.access[-1].terms if c}
+    taps = {d: c for d, c in weight.access[-1].terms if c}
+    ocols = {d: c for d, c in out.access[-1].terms if c}
+    a = -taps.get("q_out", 0)
+    rows = _window(data.access[-2], "p", "r") if len(data.access) == len(lead) + 3 else None
+    if not (rows and a >= 1 and cols == {"q_tile": a * B, "q_in": 1} and taps == {"q_in": 1, "q_out": -a}
+            and ocols == {"q_tile": B, "q_out": 1} and not weight.access[-1].const and not out.access[-1].const
+            and _plain(data.access[:-2], (*lead, "c")) and _plain(weight.access[:-1], (*lead[1:], "k", "c", "r"))
+            and _plain(out.access[:-1], (*lead, "k", "p"))):
+        return "its access maps are not those of a banded depthwise conv2d"
+    (sh, top), W = rows, data.shape[-1]
+    S, Q = weight.shape[-1], out.shape[-1]
+    band = Band(outputs=B, span=L, stride=a, offset=data.access[-1].const, width=W, out_width=Q, taps=S)
+    tiles = ext["q_tile"]
+    return ConvShape(N=ext["n"], G=ext.get("g", 1), C=L, K=B, H=data.shape[-2], W=tiles, R=ext["r"], S=1,
+                     P=ext["p"], Q=tiles, sh=sh, sw=1, top=top, left=0, band=band)
 
 
 def direct_unsupported(op: Operator) -> str | None:
@@ -197,7 +246,8 @@ class Window:
     def of(cls, emb: Embedding) -> Window:
         shape = conv_shape(emb.operator)
         red, col, row = emb.group("red"), emb.group("col"), emb.group("row")
-        assert emb.form == "direct" and red.dims in (("c",), ("g_in", "c")) and col.dims in (("k",), ("g_out", "k"))
+        assert emb.form == "direct" and red.dims in (("c",), ("g_in", "c"), ("q_in",))
+        assert col.dims in (("k",), ("g_out", "k"), ("q_out",))
         assert row.dims in ((), ("n",))
         assert isinstance(shape, ConvShape) and (shape.G == 1 or emb.loops_of("bat")), "the group is a loop"
         n_lanes = row.dims == ("n",)
@@ -233,6 +283,8 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
         n = img * B + b if g.n_lanes else img + 0 * b
         return n, (n < N) & (g.n_lanes | (b == 0))
 
+    if shape.band is not None:
+        return _banded_element_maps(g, shape, shape.band, B, BI, BO, batch)
     hs, ws = g.stored
     i = np.ogrid[:G, :g.images, :g.CB, :hs, :ws, :B, :BI]
     n, ok = batch(i[1], i[5])
@@ -250,6 +302,32 @@ def direct_element_maps(emb: Embedding) -> dict[str, np.ndarray]:
     n, ok = batch(a[1], a[5])
     k = a[4] * BO + a[6]
     acc = np.where(ok & (k < K), (((n * G + a[0]) * K + k) * g.P + a[2]) * g.Q + a[3], -1)
+    return {name: np.ascontiguousarray(m, np.int32) for name, m in (("inp", inp), ("wgt", wgt), ("acc", acc))}
+
+
+def _banded_element_maps(g: Window, shape: ConvShape, band: Band, B: int, BI: int, BO: int, batch
+                         ) -> dict[str, np.ndarray]:
+    """The direct form's maps for a banded depthwise conv: data [N, G, 1, H, W], weight
+    [G, 1, 1, R, S], out [N, G, 1, P, Q] (the grouped views), in column tiles."""
+    G, H, P, R = shape.G, shape.H, shape.P, shape.R
+    W, Q, S = band.width, band.out_width, band.taps
+    hs, ws = g.stored
+    i = np.ogrid[:G, :g.images, :g.CB, :hs, :ws, :B, :BI]
+    n, ok = batch(i[1], i[5])
+    lane = i[2] * BI + i[6]
+    h, col = i[3] - g.hp, band.stride * band.outputs * (i[4] - g.wp) + band.offset + lane
+    inside = (lane < band.span) & (h >= 0) & (h < H) & (col >= 0) & (col < W)
+    inp = np.where(ok & inside, ((n * G + i[0]) * H + h) * W + col, -1)
+    o = np.ogrid[:G, :g.KB, :g.CB, :g.R, :1, :BO, :BI]
+    q_out, q_in = o[1] * BO + o[5], o[2] * BI + o[6]
+    tap = q_in - band.stride * q_out
+    wgt = np.where((q_out < band.outputs) & (q_in < band.span) & (tap >= 0) & (tap < S),
+                   (o[0] * R + o[3]) * S + tap, -1)
+    a = np.ogrid[:G, :g.images, :g.P, :g.Q, :g.KB, :B, :BO]
+    n, ok = batch(a[1], a[5])
+    q_out = a[4] * BO + a[6]
+    q = band.outputs * a[3] + q_out
+    acc = np.where(ok & (q_out < band.outputs) & (q < Q), ((n * G + a[0]) * P + a[2]) * Q + q, -1)
     return {name: np.ascontiguousarray(m, np.int32) for name, m in (("inp", inp), ("wgt", wgt), ("acc", acc))}
 
 
