@@ -52,19 +52,6 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("op", SMALL, ids=lambda op: op.describe())
-def test_each_banded_statement_means_the_operator(op):
-    found = banded(op, VTA)
-    assert found, "a conv with unit dilation has a window to band"
-    inputs = random_inputs(op, 3)
-    want = brute_force(op, inputs)
-    assert np.array_equal(accumulate(op, inputs).astype(np.int64), want)
-    for placement in found:
-        rewritten = placement.operator
-        assert rewritten.macs > op.macs  # the band's extra points read zeros
-        assert np.array_equal(brute_force(rewritten, inputs), want), placement.note
-
-
 GROUPED = [
     conv2d_general(1, 8, 6, 7, 8, 3, 3, groups=4, pads=(1, 1, 1, 1)),
     conv2d_general(2, 6, 5, 5, 6, 3, 3, groups=6, stride=(2, 2), pads=(1, 0, 1, 0)),
@@ -72,15 +59,18 @@ GROUPED = [
 ]
 
 
-@pytest.mark.parametrize("op", GROUPED, ids=lambda op: op.describe())
-def test_each_block_diagonal_statement_means_the_operator(op):
-    found = block_diagonal(op, VTA)
-    assert found, "a grouped conv has groups to share the lanes"
-    inputs = random_inputs(op, 4)
+@pytest.mark.parametrize("find, op", [(banded, op) for op in SMALL] + [(block_diagonal, op) for op in GROUPED],
+                         ids=lambda x: x.describe() if hasattr(x, "describe") else x.__name__)
+def test_each_placement_statement_means_the_operator(find, op):
+    found = find(op, VTA)
+    assert found, "a conv with unit dilation has a window to band; a grouped conv has groups to share"
+    inputs = random_inputs(op, 3)
     want = brute_force(op, inputs)
+    assert np.array_equal(accumulate(op, inputs).astype(np.int64), want)
     for placement in found:
         rewritten = placement.operator
-        # Each tensor is a view of the same bytes: the group axis split, an extent-1 axis added.
+        assert rewritten.macs > op.macs  # the extra points read zeros or write nowhere
+        # Each tensor is a view of the same bytes: an axis split, an extent-1 axis added.
         for t in rewritten.tensors:
             assert t.size == op.tensor(t.name).size
         views = {t.name: inputs[t.name].reshape(rewritten.tensor(t.name).shape) for t in rewritten.inputs}
@@ -113,6 +103,8 @@ def test_the_resnext_layer_shares_lanes_block_diagonally_in_the_direct_form():
     assert op.macs / solver.padded_macs == 0.75  # the best whole-dim placement
     assert out.timing.cycles < solver.cycles / 2
 
+
+def test_the_band_fills_the_reduction_lanes():
     op = conv2d_general(1, 32, 112, 112, 32, 3, 3, groups=32, pads=(1, 1, 1, 1))
     by_axis = {p.operator.statement(): p for p in banded(op, VTA)}
     assert len(by_axis) == 2  # rows (p, r) and columns (q, s)
@@ -237,3 +229,17 @@ def test_stride_one_depthwise_takes_the_band_in_the_direct_form():
     assert out.verification.ok and c.form == "banded" and c.embedding.form == "direct"
     matrix = min(x.cycles for x in c.candidates if x.source == "banded" and x.embedding.startswith("matrix"))
     assert out.timing.cycles < matrix  # rows kept in the scratchpad beat rows loaded per filter row
+
+
+@pytest.mark.parametrize("isa", ["gemmini.toml", "gemmini_dim8.toml", "tile_mma_16x8x16.toml", "tile_grouped.toml"])
+def test_placements_are_family_independent(isa):
+    """A placement is a statement: every family embeds, builds and verifies it like any other."""
+    from pathlib import Path
+
+    acc = load_accelerator(Path(__file__).resolve().parent.parent / "isa" / isa)
+    op = conv2d_general(1, 16, 20, 20, 16, 3, 3, groups=16, pads=(1, 1, 1, 1))
+    out = solve_and_verify(op, acc, Options(time_limit=10), seed=3)
+    c = out.compiled
+    assert out.verification.ok and out.verification.checked == op.output.size
+    assert {"banded", "block-diagonal"} & {x.source for x in c.candidates}
+    assert out.timing.cycles == min(x.cycles for x in c.candidates if x.cycles is not None)

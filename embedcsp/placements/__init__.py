@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from embedcsp.accelerator import Accelerator
-from embedcsp.operator import Operator
+from embedcsp.operator import Dim, Operator, Tensor
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,8 @@ def fresh_name(base: str, taken: set[str]) -> str:
     while name in taken:
         name += "_"
     return name
+
+
+def restate(dims: list[Dim], tensors: list[Tensor]) -> Operator:
+    """A placement's statement: an einsum over `dims` whose parameters are the dims."""
+    return Operator("einsum", tuple((d.name, d.extent) for d in dims), tuple(dims), tuple(tensors))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.operator import AffineIndex, Dim, Operator, Tensor
-from embedcsp.placements import Placement, fresh_name
+from embedcsp.placements import Placement, fresh_name, restate
 
 
 def _window(op: Operator) -> list[tuple[str, str, str, int, int]]:
@@ -99,8 +99,7 @@ def _rewrite(op: Operator, q: str, s: str, x_name: str, axis: int, a: int, band:
             access.append(ix)
         return Tensor(t.name, t.role, t.shape, tuple(access))
 
-    rewritten = Operator("einsum", tuple((d.name, d.extent) for d in dims), tuple(dims),
-                         tuple(remap(t) for t in op.tensors))
+    rewritten = restate(dims, [remap(t) for t in op.tensors])
     note = (f"banded: output columns {q} in tiles of {band} ({tile} x {lane}) against the {span} input "
             f"columns they read ({window}); the filter taps {s} become a banded {band}x{span} tile built "
             f"on the host, each input element read once per tile")

@@ -23,7 +23,7 @@ import math
 
 from embedcsp.accelerator import Accelerator
 from embedcsp.operator import AffineIndex, Dim, Operator, Tensor
-from embedcsp.placements import Placement, fresh_name
+from embedcsp.placements import Placement, fresh_name, restate
 
 
 def _plain_axis(t: Tensor, d: str) -> int | None:
@@ -83,8 +83,7 @@ def _rewrite(op: Operator, g: str, w_name: str, f: int) -> Placement:
             shape, access = shape + (1,), access + (AffineIndex(((g_in, 1), (g_out, -1))),)
         return Tensor(t.name, t.role, shape, access)
 
-    rewritten = Operator("einsum", tuple((d.name, d.extent) for d in dims), tuple(dims),
-                         tuple(remap(t) for t in op.tensors))
+    rewritten = restate(dims, [remap(t) for t in op.tensors])
     note = (f"block-diagonal: {f} of the {ext[g]} groups {g} share each instruction ({g_out} with the "
             f"output side, {g_in} with the input side); {w_name} becomes a block-diagonal tile built on "
             f"the host, {f}x its bytes, zeros off the diagonal")
