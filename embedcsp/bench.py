@@ -607,7 +607,9 @@ class BenchConfig:
         return self.board or family(acc.family).default_board
 
     def provenance(self) -> dict:
-        return {"embedcsp": __version__, "time_limit": self.time_limit,
+        # The release and the digest of the sources, as the results store keys rows: which
+        # compiler made a committed baseline.
+        return {"embedcsp": __version__, "code_version": code_version(), "time_limit": self.time_limit,
                 "isa": self.isa or "shipped vta.toml", "jobs": self.jobs}
 
     def check(self) -> None:

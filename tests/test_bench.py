@@ -258,7 +258,7 @@ def test_subset_never_overwrites_the_suite(tmp_path, fake_bench, monkeypatch):
     before = _digests(out, "deepbench_gemm")
     doc = json.loads((out / "deepbench_gemm.json").read_text())
     assert doc["format"] == "embedcsp-bench/1" and doc["selection"]["suite"] == "gemm"
-    assert doc["selection"]["operators"] == SMALL_SUITE and doc["run"]["embedcsp"]
+    assert doc["selection"]["operators"] == SMALL_SUITE and doc["run"]["embedcsp"] and "+" in doc["run"]["code_version"]
 
     sub = bench.run(bench.BenchConfig(suite="gemm", only=("gemm-server-2",), jobs=1, out=out))
     stem = sub.selection.stem
