@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Where the gap to the roofline is, operator by operator, on a VTA bench file.
+
+The roofline (docs/roofline.md) counts every useful MAC at the peak rate and every byte the
+operator really moves at the bus width. A VTA program must also initialize the accumulator
+of every output it computes, and the hardware has two ways to do it:
+
+    a GEMM micro-op with the reset bit: one compute cycle per ACC element, on the MAC core;
+    a LOAD of zeros into ACC: BATCH x BLOCK_OUT x 4 bytes per element on the read channel.
+
+So no program beats  max(write, min over x of max(compute + x, read + (V - x) x acc_bytes / bus))
+where V = outputs / (BATCH x BLOCK_OUT) is the fewest ACC elements that can hold them and x of
+them are reset on the core. That bound assumes nothing about the ACC's content before the
+program runs. This script prints each operator's efficiency against both bounds and the
+geomeans, from the bench CSV and each operator's own footprint.
+
+    .venv/bin/python scripts/roofline_gap.py [bench/deepbench_all.csv] [--isa FILE] [--board pynq]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from embedcsp import deepbench, networks  # noqa: E402
+from embedcsp.accelerator import load_accelerator  # noqa: E402
+from embedcsp.footprint import footprint  # noqa: E402
+from embedcsp.targets.vta.timing import board  # noqa: E402
+
+
+def operator(name: str):
+    if networks.is_network_name(name):
+        return networks.lookup(name).operator()
+    return deepbench.lookup(name).operator()
+
+
+def bounds(op, cfg, bus: int) -> tuple[int, float]:
+    """(roofline, roofline with accumulator initialization) in cycles; int8 inputs and outputs."""
+    fp = footprint(op)
+    compute = -(-op.macs // (cfg.batch * cfg.block_in * cfg.block_out))
+    read = -(-sum(fp.of(t.name) for t in op.inputs) // bus)
+    write = -(-fp.written // bus)
+    roof = max(compute, read, write)
+    acc_elems = -(-op.output.size // (cfg.batch * cfg.block_out))
+    per_load = cfg.batch * cfg.block_out * 4 / bus  # bus cycles to LOAD one int32 ACC element
+    # min over x in [0, V] of max(compute + x, read + (V - x) * per_load): where the two meet.
+    x = min(max((read + acc_elems * per_load - compute) / (1 + per_load), 0.0), acc_elems)
+    init = max(compute + x, read + (acc_elems - x) * per_load)
+    return roof, max(roof, write, init)
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", nargs="?", default="bench/deepbench_all.csv")
+    ap.add_argument("--isa", default=None, help="the VTA file the bench ran on (default: the shipped one)")
+    ap.add_argument("--board", default="pynq")
+    ap.add_argument("--below", type=float, default=0.9, help="list the operators below this efficiency")
+    args = ap.parse_args()
+    cfg, bus = load_accelerator(args.isa).config, board(args.board).bus_bytes
+    plain, init, listed = [], [], []
+    for row in csv.DictReader(open(args.csv)):
+        if not row["cycles"]:
+            continue
+        cycles = int(row["cycles"])
+        roof, with_init = bounds(operator(row["name"]), cfg, bus)
+        if roof != int(row["roofline_cycles"]):
+            raise SystemExit(f"{row['name']}: roofline {roof} here, {row['roofline_cycles']} in the bench file "
+                             "(another ISA or board?)")
+        plain.append(roof / cycles)
+        init.append(with_init / cycles)
+        if roof / cycles < args.below:
+            listed.append((row["name"], row["padding_efficiency"], roof / cycles, with_init / cycles))
+    print(f"{len(plain)} operators: roofline efficiency geomean {geomean(plain):.4f} (min {min(plain):.3f}, "
+          f"{sum(e < 0.85 for e in plain)} below 0.85); against the roofline with accumulator "
+          f"initialization geomean {geomean(init):.4f} (min {min(init):.3f}, {sum(e < 0.85 for e in init)} "
+          "below 0.85)")
+    print(f"\n| operator | padding | roofline eff. | with ACC init |\n|---|---|---|---|")
+    for name, pad, a, b in sorted(listed, key=lambda r: r[2]):
+        print(f"| {name} | {float(pad):.3f} | {a:.3f} | {b:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
