@@ -3,16 +3,17 @@
 
 The roofline (docs/roofline.md) counts every useful MAC at the peak rate and every byte the
 operator really moves at the bus width. A VTA program must also initialize the accumulator
-of every output it computes, and the hardware has two ways to do it:
+of every output it computes, and every way to do it occupies the compute module, which
+also runs the GEMMs (docs/vta.md: LOAD to ACC runs on the compute module):
 
-    a GEMM micro-op with the reset bit: one compute cycle per ACC element, on the MAC core;
-    a LOAD of zeros into ACC: BATCH x BLOCK_OUT x 4 bytes per element on the read channel.
+    a GEMM micro-op with the reset bit: one cycle per ACC element;
+    a LOAD into ACC (int32, or ACC_8BIT sign-extending int8): its bytes at the bus width,
+    at least one cycle per element.
 
-So no program beats  max(write, min over x of max(compute + x, read + (V - x) x acc_bytes / bus))
-where V = outputs / (BATCH x BLOCK_OUT) is the fewest ACC elements that can hold them and x of
-them are reset on the core. That bound assumes nothing about the ACC's content before the
-program runs. This script prints each operator's efficiency against both bounds and the
-geomeans, from the bench CSV and each operator's own footprint.
+So no program beats  max(read, write, compute + V), V = outputs / (BATCH x BLOCK_OUT): the
+fewest ACC elements that can hold them. That bound assumes nothing about the ACC's content
+before the program runs. This script prints each operator's efficiency against both bounds
+and the geomeans, from the bench CSV and each operator's own footprint.
 
     .venv/bin/python scripts/roofline_gap.py [bench/deepbench_all.csv] [--isa FILE] [--board pynq]
 """
@@ -47,11 +48,7 @@ def bounds(op, cfg, bus: int) -> tuple[int, float]:
     write = -(-fp.written // bus)
     roof = max(compute, read, write)
     acc_elems = -(-op.output.size // (cfg.batch * cfg.block_out))
-    per_load = cfg.batch * cfg.block_out * 4 / bus  # bus cycles to LOAD one int32 ACC element
-    # min over x in [0, V] of max(compute + x, read + (V - x) * per_load): where the two meet.
-    x = min(max((read + acc_elems * per_load - compute) / (1 + per_load), 0.0), acc_elems)
-    init = max(compute + x, read + (acc_elems - x) * per_load)
-    return roof, max(roof, write, init)
+    return roof, max(roof, compute + acc_elems)
 
 
 def geomean(xs: list[float]) -> float:
