@@ -80,3 +80,16 @@ def test_an_entry_point_cannot_replace_a_builtin_or_lie_about_its_name(fake_entr
         registry.family("liar")
     with pytest.raises(IsaError, match="cannot be loaded"):
         registry.family("broken")
+
+
+def test_every_package_of_the_source_tree_is_in_the_distribution():
+    """pyproject.toml lists the packages one by one: a package left out imports from a source
+    checkout (and an editable install) but not from a wheel."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(embedcsp[\w.]*)"', text.split("packages = [", 1)[1].split("]", 1)[0]))
+    tree = {".".join(p.parent.relative_to(root).parts) for p in (root / "embedcsp").rglob("__init__.py")}
+    assert tree <= listed, f"not in pyproject.toml's packages: {sorted(tree - listed)}"
