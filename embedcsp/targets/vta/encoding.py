@@ -153,23 +153,26 @@ def layouts(cfg: VtaConfig) -> Layouts:
     return Layouts(_place("LOAD/STORE", mem), _place("GEMM", gemm), _place("ALU", alu), uop)
 
 
-def _fields_of(insn: Insn) -> dict[str, int]:
-    values = {f.name: getattr(insn, f.name) for f in fields(insn) if f.name != "deps"}
-    deps = insn.deps
-    values.update(opcode=insn.opcode, pop_prev=deps.pop_prev, pop_next=deps.pop_next,
-                  push_prev=deps.push_prev, push_next=deps.push_next)
-    return values
+_DEP_FIELDS = ("pop_prev", "pop_next", "push_prev", "push_next")
 
 
-def encode(insn: Insn, cfg: VtaConfig) -> bytes:
-    """One instruction as 16 little-endian bytes."""
+def _plan(kind: type, opcode: int, cfg: VtaConfig) -> tuple[tuple[str, bool, int, int], ...]:
+    """(field, whether it is a dependency flag, bit position, width) for every field of the
+    instruction word of `kind`; fields the kind lacks (FINISH in GEMM's layout) encode 0."""
     lay = layouts(cfg)
     layout = {OP_LOAD: lay.mem, OP_STORE: lay.mem, OP_GEMM: lay.gemm, OP_FINISH: lay.gemm,
-              OP_ALU: lay.alu}[insn.opcode]
-    values = _fields_of(insn)
+              OP_ALU: lay.alu}[opcode]
+    own = {f.name for f in fields(kind)} | {"opcode"}
+    return tuple((name, name in _DEP_FIELDS, pos, width) for name, pos, width in layout
+                 if name in own or name in _DEP_FIELDS)
+
+
+def encode(insn: Insn, cfg: VtaConfig, plan: tuple[tuple[str, bool, int, int], ...] | None = None) -> bytes:
+    """One instruction as 16 little-endian bytes (`plan`: its kind's `_plan`, when the caller has it)."""
     word = 0
-    for name, pos, width in layout:
-        value = int(values.get(name, 0))
+    deps = insn.deps
+    for name, dep, pos, width in plan or _plan(type(insn), insn.opcode, cfg):
+        value = int(getattr(deps if dep else insn, name))
         if name == "imm":
             if not -(1 << (width - 1)) <= value < (1 << (width - 1)):
                 raise ValueError(f"AluInsn.imm={value} does not fit a signed {width}-bit immediate")
@@ -181,7 +184,16 @@ def encode(insn: Insn, cfg: VtaConfig) -> bytes:
 
 
 def encode_program(insns: list[Insn], cfg: VtaConfig) -> bytes:
-    return b"".join(encode(i, cfg) for i in insns)
+    """The program as VTA loads it; each instruction kind's field plan is made once."""
+    plans: dict[tuple[type, int], tuple[tuple[str, bool, int, int], ...]] = {}
+    out = []
+    for insn in insns:
+        key = (type(insn), insn.opcode)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _plan(*key, cfg)
+        out.append(encode(insn, cfg, plan))
+    return b"".join(out)
 
 
 def _get(word: int, pos: int, width: int) -> int:
