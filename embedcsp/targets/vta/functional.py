@@ -288,6 +288,7 @@ class Machine:
         self.dram = dram
         b, bi, bo = cfg.batch, cfg.block_in, cfg.block_out
         self.depth = {m: cfg.depth(m) for m in (MEM_UOP, MEM_INP, MEM_WGT, MEM_ACC)}
+        self._elem = {m: cfg.elem_bytes(m) for m in (MEM_UOP, MEM_INP, MEM_WGT, MEM_ACC, MEM_ACC_8BIT)}
         self._inp = np.zeros((self.depth[MEM_INP], b, bi), np.float32)
         self.wgt = np.zeros((self.depth[MEM_WGT], bo, bi), np.int8)
         self.acc = np.zeros((self.depth[MEM_ACC], b, bo), np.int32)
@@ -356,7 +357,7 @@ class Machine:
             raise ProgramError(f"{what} pads a {MEM_NAMES[mem]} load; VTA hardware ignores padding there")
         dst = MEM_ACC if mem == MEM_ACC_8BIT else mem
         cfg = self.cfg
-        elem = cfg.elem_bytes(mem)
+        elem = self._elem[mem]
         raw = self._dram_rows(insn, elem, what)  # [y, x*elem] bytes
         ny, nx = insn.y_size, insn.x_size
         xt, yt = x0 + nx + x1, y0 + ny + y1
