@@ -68,8 +68,8 @@ def check_time_limit(seconds: float) -> float:
 class Candidate:
     """One embedding the cycle model costed for strategy csp (docs/choice.md)."""
 
-    # "solver" (the CSP's best), "alternative" (enumerated), "reference", or the name of a
-    # placement beyond whole dims (embedcsp/placements/: "banded")
+    # "solver" (the CSP's best), "alternative" (enumerated, or the best in another layout form),
+    # "reference", or the name of a placement beyond whole dims ("banded", "block-diagonal")
     source: str
     embedding: str  # Embedding.brief()
     padded_macs: int
@@ -165,9 +165,8 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
     pool += [("alternative", emb, None) for emb in _other_forms(op, acc, options, budget, pool)]
     if options.placements:
         for placement in placements(op, acc):
-            try:
-                emb, _ = _solve(placement.operator, acc, replace(options, time_limit=budget), Pins())
-            except (NoEmbedding, SolverTimeout):
+            emb = _try_solve(placement.operator, acc, options, budget, Pins())
+            if emb is None:
                 continue
             pool.append((placement.name, emb, placement))
             pool += [(placement.name, other, placement)
@@ -204,15 +203,17 @@ def _other_forms(op: Operator, acc: Accelerator, options: Options, budget: float
     pads a little more may move far fewer bytes (a banded statement in VTA's direct form)."""
     have = {emb.form for _, emb, _ in pool if emb.operator == op}
     forms = ["matrix"] + [f.name for f in family(acc.family).forms if f.unsupported(op) is None]
-    out = []
-    for form in forms:
-        if form in have:
-            continue
-        try:
-            out.append(_solve(op, acc, replace(options, time_limit=budget), Pins(form=form))[0])
-        except (NoEmbedding, SolverTimeout):
-            continue
-    return out
+    found = [_try_solve(op, acc, options, budget, Pins(form=form)) for form in forms if form not in have]
+    return [emb for emb in found if emb is not None]
+
+
+def _try_solve(op: Operator, acc: Accelerator, options: Options, budget: float, pins: Pins) -> Embedding | None:
+    """A pool candidate: the best embedding under `pins` within `budget` seconds, or None where
+    there is none (or none in time): a candidate that cannot be had is simply not in the pool."""
+    try:
+        return _solve(op, acc, replace(options, time_limit=budget), pins)[0]
+    except (NoEmbedding, SolverTimeout):
+        return None
 
 
 def modelled_cycles(embedding: Embedding, options: Options) -> int:
