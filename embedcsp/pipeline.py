@@ -162,15 +162,12 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
                                          budget, options.seed):
             check_scalar(emb, sample_instances(emb, options.seed))
             pool.append(("alternative", emb, None))
-    pool += [("alternative", emb, None) for emb in _other_forms(op, acc, options, budget, pool)]
+    have = {emb.form for _, emb, _ in pool}
+    pool += [("alternative", emb, None) for emb in _other_forms(op, acc, options, budget, have)]
     if options.placements:
         for placement in placements(op, acc):
-            emb = _try_solve(placement.operator, acc, options, budget, Pins())
-            if emb is None:
-                continue
-            pool.append((placement.name, emb, placement))
-            pool += [(placement.name, other, placement)
-                     for other in _other_forms(placement.operator, acc, options, budget, [pool[-1]])]
+            pool += [(placement.name, emb, placement)
+                     for emb in _other_forms(placement.operator, acc, options, budget, set())]
     if fam.reference is not None:
         try:
             pool.append(("reference", _solve(op, acc, options, fam.reference_pins(op))[0], None))
@@ -196,12 +193,10 @@ def _choose(op: Operator, acc: Accelerator, options: Options, progress: Progress
     return emb, report, tuple(costed), placement
 
 
-def _other_forms(op: Operator, acc: Accelerator, options: Options, budget: float,
-                 pool: list[tuple[str, Embedding, Placement | None]]) -> list[Embedding]:
+def _other_forms(op: Operator, acc: Accelerator, options: Options, budget: float, have: set[str]) -> list[Embedding]:
     """The best embedding of `op` in each layout form (the packed matrix and the family's own)
-    that no embedding of `op` in the pool has: the CSP ranks padding first, and a form that
-    pads a little more may move far fewer bytes (a banded statement in VTA's direct form)."""
-    have = {emb.form for _, emb, _ in pool if emb.operator == op}
+    not in `have`: the CSP ranks padding first, and a form that pads a little more may move far
+    fewer bytes (a banded statement in VTA's direct form)."""
     forms = ["matrix"] + [f.name for f in family(acc.family).forms if f.unsupported(op) is None]
     found = [_try_solve(op, acc, options, budget, Pins(form=form)) for form in forms if form not in have]
     return [emb for emb in found if emb is not None]

@@ -4,6 +4,8 @@ stages that produce an Outcome are pipeline.py's."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from embedcsp.__about__ import __version__
 from embedcsp.pipeline import Compiled, Outcome
 from embedcsp.targets.registry import family
@@ -58,10 +60,7 @@ def choice_lines(c: Compiled) -> list[str]:
     if len(c.candidates) < 2:
         return []
     chosen = c.embedding.brief()
-    sources: dict[str, int] = {}
-    for cand in c.candidates:
-        sources[cand.source] = sources.get(cand.source, 0) + 1
-    kinds = ", ".join(f"{n} {name}" for name, n in sources.items())
+    kinds = ", ".join(f"{n} {name}" for name, n in Counter(cand.source for cand in c.candidates).items())
     lines = [f"chosen     by the cycle model among {len(c.candidates)} embeddings ({kinds}; docs/choice.md)"]
     for cand in c.candidates:
         mark = "*" if cand.embedding == chosen else " "

@@ -64,14 +64,12 @@ MAX_UNROLL = 8  # output columns unrolled into one tap kernel, at most
 @dataclass(frozen=True)
 class Band:
     """The banded placement's column tiles (embedcsp/placements/banded.py), as the direct form
-    sees them: each data element holds `span` consecutive input columns of one row (from column
-    stride*outputs*tile + offset), each output element `outputs` consecutive output columns."""
+    sees them: each data element holds C (the ConvShape's) consecutive input columns of one row,
+    from column stride*K*tile + offset, and each output element K consecutive output columns."""
 
-    outputs: int  # B: output columns per tile (the BLOCK_OUT lanes used)
-    span: int  # L: input columns per tile (the BLOCK_IN lanes used)
     stride: int
     offset: int  # the column of lane 0 of tile 0 (minus the left padding)
-    width: int  # W and Q and S of the conv itself
+    width: int  # the conv's own W, Q and S, which the ConvShape counts in tiles
     out_width: int
     taps: int
 
@@ -186,7 +184,7 @@ def _banded_shape(op: Operator) -> ConvShape | str:
         return "its access maps are not those of a banded depthwise conv2d"
     (sh, top), W = rows, data.shape[-1]
     S, Q = weight.shape[-1], out.shape[-1]
-    band = Band(outputs=B, span=L, stride=a, offset=data.access[-1].const, width=W, out_width=Q, taps=S)
+    band = Band(stride=a, offset=data.access[-1].const, width=W, out_width=Q, taps=S)
     tiles = ext["q_tile"]
     return ConvShape(N=ext["n"], G=ext.get("g", 1), C=L, K=B, H=data.shape[-2], W=tiles, R=ext["r"], S=1,
                      P=ext["p"], Q=tiles, sh=sh, sw=1, top=top, left=0, band=band)
@@ -311,23 +309,24 @@ def _banded_element_maps(g: Window, shape: ConvShape, band: Band, B: int, BI: in
     [G, 1, 1, R, S], out [N, G, 1, P, Q] (the grouped views), in column tiles."""
     G, H, P, R = shape.G, shape.H, shape.P, shape.R
     W, Q, S = band.width, band.out_width, band.taps
+    outputs, span = shape.K, shape.C  # a tile's output and input columns
     hs, ws = g.stored
     i = np.ogrid[:G, :g.images, :g.CB, :hs, :ws, :B, :BI]
     n, ok = batch(i[1], i[5])
     lane = i[2] * BI + i[6]
-    h, col = i[3] - g.hp, band.stride * band.outputs * (i[4] - g.wp) + band.offset + lane
-    inside = (lane < band.span) & (h >= 0) & (h < H) & (col >= 0) & (col < W)
+    h, col = i[3] - g.hp, band.stride * outputs * (i[4] - g.wp) + band.offset + lane
+    inside = (lane < span) & (h >= 0) & (h < H) & (col >= 0) & (col < W)
     inp = np.where(ok & inside, ((n * G + i[0]) * H + h) * W + col, -1)
     o = np.ogrid[:G, :g.KB, :g.CB, :g.R, :1, :BO, :BI]
     q_out, q_in = o[1] * BO + o[5], o[2] * BI + o[6]
     tap = q_in - band.stride * q_out
-    wgt = np.where((q_out < band.outputs) & (q_in < band.span) & (tap >= 0) & (tap < S),
+    wgt = np.where((q_out < outputs) & (q_in < span) & (tap >= 0) & (tap < S),
                    (o[0] * R + o[3]) * S + tap, -1)
     a = np.ogrid[:G, :g.images, :g.P, :g.Q, :g.KB, :B, :BO]
     n, ok = batch(a[1], a[5])
     q_out = a[4] * BO + a[6]
-    q = band.outputs * a[3] + q_out
-    acc = np.where(ok & (q_out < band.outputs) & (q < Q), ((n * G + a[0]) * P + a[2]) * Q + q, -1)
+    q = outputs * a[3] + q_out
+    acc = np.where(ok & (q_out < outputs) & (q < Q), ((n * G + a[0]) * P + a[2]) * Q + q, -1)
     return {name: np.ascontiguousarray(m, np.int32) for name, m in (("inp", inp), ("wgt", wgt), ("acc", acc))}
 
 

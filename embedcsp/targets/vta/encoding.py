@@ -154,9 +154,10 @@ def layouts(cfg: VtaConfig) -> Layouts:
 
 
 _DEP_FIELDS = ("pop_prev", "pop_next", "push_prev", "push_next")
+_Plan = tuple[tuple[str, bool, int, int], ...]  # (field, a dependency flag?, bit position, width)
 
 
-def _plan(kind: type, opcode: int, cfg: VtaConfig) -> tuple[tuple[str, bool, int, int], ...]:
+def _plan(kind: type, opcode: int, cfg: VtaConfig) -> _Plan:
     """(field, whether it is a dependency flag, bit position, width) for every field of the
     instruction word of `kind`; fields the kind lacks (FINISH in GEMM's layout) encode 0."""
     lay = layouts(cfg)
@@ -167,7 +168,7 @@ def _plan(kind: type, opcode: int, cfg: VtaConfig) -> tuple[tuple[str, bool, int
                  if name in own or name in _DEP_FIELDS)
 
 
-def encode(insn: Insn, cfg: VtaConfig, plan: tuple[tuple[str, bool, int, int], ...] | None = None) -> bytes:
+def encode(insn: Insn, cfg: VtaConfig, plan: _Plan | None = None) -> bytes:
     """One instruction as 16 little-endian bytes (`plan`: its kind's `_plan`, when the caller has it)."""
     word = 0
     deps = insn.deps
@@ -185,7 +186,7 @@ def encode(insn: Insn, cfg: VtaConfig, plan: tuple[tuple[str, bool, int, int], .
 
 def encode_program(insns: list[Insn], cfg: VtaConfig) -> bytes:
     """The program as VTA loads it; each instruction kind's field plan is made once."""
-    plans: dict[tuple[type, int], tuple[tuple[str, bool, int, int], ...]] = {}
+    plans: dict[tuple[type, int], _Plan] = {}
     out = []
     for insn in insns:
         key = (type(insn), insn.opcode)

@@ -30,7 +30,7 @@ class DirectLayout:
         m = model.m
         m.add(model.bind[model.first]["data"] == 1).only_enforce_if(on)
         # g_*: a block-diagonal placement; q_*: a banded one, whose c and k (extent 1) are loops.
-        banded = "q_tile" in model.op.extents
+        banded = conv_shape(model.op).band is not None
         alone = {"q_in": "red", "q_out": "col"} if banded else {"c": "red", "k": "col", "g_in": "red", "g_out": "col"}
         for d in sorted(model.batched):  # a group is G convs in a row, each over its own slice
             m.add(model.loop[d] == 1).only_enforce_if(on)
